@@ -1,0 +1,15 @@
+"""`recordkit export`: not yet available."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("export", help="(not yet available)")
+    parser.set_defaults(run=run, pass_through=True)
+
+
+def run(args, extra) -> int:
+    print("recordkit export: not yet available in this version", file=sys.stderr)
+    return 3

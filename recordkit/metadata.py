@@ -1,0 +1,107 @@
+"""dataset.json and label.txt: what a converted dataset says about itself.
+
+dataset.json replaces the hand-written TF-Slim dataset file: training, eval and inspect read
+split sizes, classes, label kind and the feature spec from it, so nobody retypes them.
+It is written last, so its presence marks a complete output set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from recordkit import __version__
+
+DATASET_JSON = "dataset.json"
+LABEL_TXT = "label.txt"
+REPORT_JSON = "report.json"
+
+
+def shard_name(dataset_name: str, split: str, index: int, num_shards: int) -> str:
+    return f"{dataset_name}_{split}_{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def join(directory: str, name: str) -> str:
+    """Join for local paths and URLs alike (gs://bucket/dir + name)."""
+    return posixpath.join(directory, name) if "://" in directory else os.path.join(directory, name)
+
+
+@dataclass
+class SplitInfo:
+    num_records: int
+    num_shards: int
+    files: list[str]
+    per_class: dict[str, Any]
+    source: str = ""
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    label_kind: str
+    classes: list[str]
+    splits: dict[str, SplitInfo]
+    features: dict[str, dict[str, str]]
+    image: dict[str, Any]
+    seed: int
+    skipped: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    recordkit_version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["num_classes"] = self.num_classes
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetInfo":
+        data = json.loads(text)
+        data.pop("num_classes", None)
+        data["splits"] = {k: SplitInfo(**v) for k, v in data["splits"].items()}
+        return cls(**data)
+
+    def split(self, name: str) -> SplitInfo:
+        if name not in self.splits:
+            raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+    def shard_paths(self, directory: str, split: str) -> list[str]:
+        return [join(directory, f) for f in self.split(split).files]
+
+
+def load(directory: str) -> DatasetInfo:
+    """Read dataset.json from a converted dataset directory (local or gs://)."""
+    import tensorflow as tf
+
+    path = join(directory, DATASET_JSON)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: is {directory!r} the output of `recordkit convert` "
+            "(and did the conversion finish)?"
+        )
+    with tf.io.gfile.GFile(path) as f:
+        return DatasetInfo.from_json(f.read())
+
+
+def format_labels(classes: list[str]) -> str:
+    return "".join(f"{name}\n" for name in classes)
+
+
+def parse_labels(text: str) -> list[str]:
+    """label.txt: one name per line, line i is label i; also reads TF-Slim's `i:name` lines."""
+    names = []
+    for i, line in enumerate(line for line in text.splitlines() if line.strip()):
+        index, sep, name = line.partition(":")
+        if sep and index.strip().isdigit():
+            if int(index) != i:
+                raise ValueError(f"label file line {i + 1} has index {index}, expected {i}")
+            line = name
+        names.append(line.strip())
+    return names

@@ -1,0 +1,151 @@
+"""The tf.train.Example schema: the one place record keys live.
+
+Writers (the converters) and readers (training, eval, inspect) both go through the specs
+here, so the two sides cannot drift apart. The image keys are the ones the TF-Slim/inception
+converters wrote, so TF-Slim decoders read our files unchanged; object keys follow the TF
+Object Detection API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Feature:
+    """How one key is stored: `dtype` in bytes/int64/float, `shape` in scalar/list/classes.
+
+    `list` is variable length (one entry per object); `classes` is fixed length num_classes.
+    """
+
+    dtype: str
+    shape: str
+    doc: str
+
+
+ENCODED = "image/encoded"
+FORMAT = "image/format"
+HEIGHT = "image/height"
+WIDTH = "image/width"
+CHANNELS = "image/channels"
+COLORSPACE = "image/colorspace"
+FILENAME = "image/filename"
+SOURCE_ID = "image/source_id"
+SHA256 = "image/key/sha256"
+LABEL = "image/class/label"
+TEXT = "image/class/text"
+MULTI_HOT = "image/class/multi_hot"
+DIFFICULT_ONLY = "image/class/difficult_only"
+BBOX_XMIN = "image/object/bbox/xmin"
+BBOX_XMAX = "image/object/bbox/xmax"
+BBOX_YMIN = "image/object/bbox/ymin"
+BBOX_YMAX = "image/object/bbox/ymax"
+OBJECT_LABEL = "image/object/class/label"
+OBJECT_TEXT = "image/object/class/text"
+OBJECT_DIFFICULT = "image/object/difficult"
+OBJECT_TRUNCATED = "image/object/truncated"
+OBJECT_VIEW = "image/object/view"
+
+IMAGE_FEATURES: dict[str, Feature] = {
+    ENCODED: Feature("bytes", "scalar", "JPEG bytes, RGB"),
+    FORMAT: Feature("bytes", "scalar", "always JPEG"),
+    HEIGHT: Feature("int64", "scalar", "pixels"),
+    WIDTH: Feature("int64", "scalar", "pixels"),
+    CHANNELS: Feature("int64", "scalar", "always 3"),
+    COLORSPACE: Feature("bytes", "scalar", "always RGB"),
+    FILENAME: Feature("bytes", "scalar", "source file name (not unique across classes)"),
+    SOURCE_ID: Feature("bytes", "scalar", "source path relative to the split folder or VOC id"),
+    SHA256: Feature("bytes", "scalar", "hex sha256 of image/encoded"),
+}
+
+CLASSIFICATION_FEATURES: dict[str, Feature] = {
+    **IMAGE_FEATURES,
+    LABEL: Feature("int64", "scalar", "0-based index into label.txt"),
+    TEXT: Feature("bytes", "scalar", "class name"),
+}
+
+MULTI_LABEL_FEATURES: dict[str, Feature] = {
+    **IMAGE_FEATURES,
+    MULTI_HOT: Feature("int64", "classes", "1 = at least one non-difficult object of the class"),
+    DIFFICULT_ONLY: Feature("int64", "classes", "1 = only difficult objects (devkit's 0: ignore)"),
+    BBOX_XMIN: Feature("float", "list", "normalised to [0, 1] by the decoded image width"),
+    BBOX_XMAX: Feature("float", "list", "normalised to [0, 1] by the decoded image width"),
+    BBOX_YMIN: Feature("float", "list", "normalised to [0, 1] by the decoded image height"),
+    BBOX_YMAX: Feature("float", "list", "normalised to [0, 1] by the decoded image height"),
+    OBJECT_LABEL: Feature("int64", "list", "0-based index into label.txt"),
+    OBJECT_TEXT: Feature("bytes", "list", "class name"),
+    OBJECT_DIFFICULT: Feature("int64", "list", "0/1"),
+    OBJECT_TRUNCATED: Feature("int64", "list", "0/1"),
+    OBJECT_VIEW: Feature("bytes", "list", "VOC pose, e.g. Frontal, Unspecified"),
+}
+
+LABEL_KINDS = {"single": CLASSIFICATION_FEATURES, "multi": MULTI_LABEL_FEATURES}
+
+
+def _as_list(feature: Feature, key: str, value: Any) -> list:
+    if feature.shape == "scalar":
+        return [value]
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"record key {key!r} takes a list, got a single {type(value).__name__}")
+    return list(value)
+
+
+def _to_tf_feature(feature: Feature, key: str, value: Any) -> tf.train.Feature:
+    values = _as_list(feature, key, value)
+    if feature.dtype == "bytes":
+        encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
+    if feature.dtype == "int64":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+
+
+def serialize(spec: Mapping[str, Feature], values: Mapping[str, Any]) -> bytes:
+    """Serialize one record; every key of `spec` must be given and no other.
+
+    Deterministic serialization sorts the feature map, so the same values give the same bytes
+    in every process (protobuf's default map order varies from run to run).
+    """
+    missing = sorted(set(spec) - set(values))
+    unknown = sorted(set(values) - set(spec))
+    if missing or unknown:
+        raise KeyError(f"record keys do not match the spec: missing {missing}, unknown {unknown}")
+    feature = {key: _to_tf_feature(spec[key], key, values[key]) for key in spec}
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
+
+
+_TF_DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+
+
+def parse_spec(spec: Mapping[str, Feature], num_classes: int | None = None) -> dict:
+    """The feature description `tf.io.parse_single_example` / `parse_example` takes."""
+    parsed = {}
+    for key, feature in spec.items():
+        dtype = _TF_DTYPES[feature.dtype]
+        if feature.shape == "scalar":
+            parsed[key] = tf.io.FixedLenFeature([], dtype)
+        elif feature.shape == "classes":
+            if num_classes is None:
+                raise ValueError(f"{key!r} has one entry per class: pass num_classes")
+            parsed[key] = tf.io.FixedLenFeature([num_classes], dtype)
+        else:
+            parsed[key] = tf.io.VarLenFeature(dtype)
+    return parsed
+
+
+def describe(spec: Mapping[str, Feature]) -> dict[str, dict[str, str]]:
+    """The spec as plain JSON for dataset.json, so other tools can read the files too."""
+    return {key: {"dtype": f.dtype, "shape": f.shape, "doc": f.doc} for key, f in spec.items()}
+
+
+def spec_for(label_kind: str) -> dict[str, Feature]:
+    try:
+        return LABEL_KINDS[label_kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown label kind {label_kind!r}; expected one of {sorted(LABEL_KINDS)}"
+        ) from None
