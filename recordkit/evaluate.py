@@ -1,0 +1,178 @@
+"""Evaluate a checkpoint on a converted split: metrics, a printed table, JSON and TensorBoard.
+
+Single-label runs report accuracy, recall@k (named `eval/Recall_5` as TF-Slim's
+eval_image_classifier did, so old TensorBoard dashboards keep working), per-class precision
+and recall and the confusion matrix. Multi-label (VOC) runs report per-class AP and mAP the
+VOC2007 way (11-point interpolated, difficult-only entries ignored) and the VOC2010+ area
+under the PR curve. Everything about the run (model, classes, preprocessing) comes from its
+metadata; the tutorial's --model_name/--dataset_name are only checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from recordkit import metrics
+from recordkit.errors import RecordkitError
+
+
+@dataclass
+class Report:
+    """One checkpoint's evaluation; `per_class` maps a class name to its metrics."""
+
+    checkpoint: str
+    step: int | None
+    dataset: str
+    split: str
+    label_kind: str
+    num_examples: int
+    scalars: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]] | None = None
+    classes: list[str] = field(default_factory=list)
+
+
+def single_label_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str],
+                         k: int = 5) -> tuple[dict, dict, list[list[int]]]:
+    """Scalars, per-class precision/recall and the confusion matrix (rows = true class)."""
+    matrix = metrics.confusion_matrix(labels, np.argmax(scores, axis=1), len(classes))
+    precision, recall = metrics.precision_recall_per_class(matrix)
+    scalars = {
+        "eval/Accuracy": metrics.accuracy(labels, scores),
+        f"eval/Recall_{k}": metrics.recall_at_k(labels, scores, k),
+    }
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "support": int(n)}
+        for name, p, r, n in zip(classes, precision, recall, matrix.sum(axis=1))
+    }
+    return scalars, per_class, matrix.tolist()
+
+
+def multi_label_metrics(scores: np.ndarray, multi_hot: np.ndarray, difficult_only: np.ndarray,
+                        classes: list[str]) -> tuple[dict, dict]:
+    """Scalars (mAP both ways) and per-class AP; a class without positives has no AP."""
+    gt = metrics.voc_ground_truth(multi_hot, difficult_only)
+    voc07 = metrics.average_precisions(scores, gt, "voc07")
+    area = metrics.average_precisions(scores, gt, "area")
+    scalars = {"eval/mAP": metrics.mean_ap(voc07), "eval/mAP_area": metrics.mean_ap(area)}
+    per_class = {
+        name: {"ap": float(a), "ap_area": float(b), "positives": int(np.sum(gt[:, c] == 1)),
+               "ignored": int(np.sum(gt[:, c] == 0))}
+        for c, (name, a, b) in enumerate(zip(classes, voc07, area))
+    }
+    return scalars, per_class
+
+
+def format_table(report: Report) -> str:
+    """The report as text: scalars, then one row per class, then the confusion matrix."""
+    lines = [
+        f"{report.dataset}/{report.split}: {report.num_examples} examples, "
+        f"checkpoint {report.checkpoint}" + (f" (step {report.step})" if report.step is not None else ""),
+    ]
+    lines += [f"{name} = {_number(value)}" for name, value in report.scalars.items()]
+    if report.per_class:
+        columns = list(next(iter(report.per_class.values())))
+        width = max(len("class"), *(len(name) for name in report.per_class))
+        lines.append("")
+        lines.append("  ".join([f"{'class':<{width}}", *(f"{c:>10}" for c in columns)]))
+        for name, row in report.per_class.items():
+            lines.append("  ".join([f"{name:<{width}}", *(f"{_number(row[c]):>10}" for c in columns)]))
+    if report.confusion_matrix is not None:
+        lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+        cell = max(4, *(len(str(v)) for row in report.confusion_matrix for v in row))
+        width = max(len(name) for name in report.classes)
+        lines.append(" " * width + "  " + " ".join(f"{i:>{cell}}" for i in range(len(report.classes))))
+        for i, (name, row) in enumerate(zip(report.classes, report.confusion_matrix)):
+            lines.append(f"{name:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row) + f"  ({i})")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (no precision for a class never predicted...) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_report(report: Report, eval_dir: str) -> str:
+    """JSON (one file per checkpoint, plus eval.json for the latest) and TensorBoard scalars."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(eval_dir)
+    text = json.dumps(_json_safe(asdict(report)), indent=2) + "\n"
+    name = f"eval_{report.step}.json" if report.step is not None else "eval.json"
+    for file_name in {name, "eval.json"}:
+        with tf.io.gfile.GFile(os.path.join(eval_dir, file_name), "w") as f:
+            f.write(text)
+    scalars = dict(report.scalars)
+    for class_name, row in report.per_class.items():
+        scalars.update({f"eval/per_class/{metric}/{class_name}": value
+                        for metric, value in row.items() if isinstance(value, float)})
+    write_scalars(eval_dir, report.step or 0, scalars)
+    return os.path.join(eval_dir, name)
+
+
+def write_scalars(log_dir: str, step: int, scalars: dict[str, float]) -> None:
+    """TensorBoard scalars written with core TF only: `tf.summary.scalar` needs the
+    tensorboard package, which a tensorflow-cpu install may lack. NaN is skipped."""
+    import tensorflow as tf
+
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    ).SerializeToString()
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default(step=step):
+        for tag, value in scalars.items():
+            if not math.isnan(value):
+                tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata)
+    writer.close()
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The training step in a checkpoint's file name (`ckpt-1200.weights.h5`, `model.ckpt-1200`)."""
+    numbers = re.findall(r"[-_](\d+)", os.path.basename(path.rstrip("/")))
+    return int(numbers[-1]) if numbers else None
+
+
+def watch(newest: Callable[[], str | None], evaluate_one: Callable[[str], Any],
+          timeout_s: float, interval_s: float = 10.0,
+          sleep: Callable[[float], None] = time.sleep,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[Any]:
+    """Evaluate each new checkpoint as `newest()` reports it; stop after `timeout_s` without one.
+
+    A checkpoint is evaluated once even if it stays the newest; if several are written
+    between two looks, only the newest is evaluated (as TF-Slim's evaluation_loop did).
+    """
+    seen = None
+    last_new = clock()
+    while True:
+        current = newest()
+        if current is not None and current != seen:
+            seen = current
+            yield evaluate_one(current)
+            last_new = clock()
+        elif clock() - last_new >= timeout_s:
+            return
+        else:
+            sleep(interval_s)

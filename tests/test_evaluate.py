@@ -1,0 +1,87 @@
+"""Eval reports: metrics wiring, table, JSON + TensorBoard output, the watch loop."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recordkit import evaluate
+
+CLASSES = ["cloud", "desert", "water"]
+
+
+def _single_report():
+    labels = np.array([0, 0, 1, 2, 2])
+    scores = np.array([[3, 1, 0], [0, 2, 1], [0, 3, 1], [1, 0, 2], [2, 0, 1]], dtype=float)
+    scalars, per_class, matrix = evaluate.single_label_metrics(labels, scores, CLASSES, k=2)
+    return evaluate.Report("train_dir/ckpt-7.weights.h5", 7, "satellite", "validation", "single",
+                           5, scalars, per_class, matrix, CLASSES)
+
+
+def test_single_label_metrics():
+    report = _single_report()
+    assert report.scalars == {"eval/Accuracy": pytest.approx(3 / 5), "eval/Recall_2": pytest.approx(4 / 5)}
+    assert report.confusion_matrix == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+    assert report.per_class["cloud"] == {"precision": 0.5, "recall": 0.5, "support": 2}
+    assert report.per_class["water"]["precision"] == 1.0
+
+
+def test_multi_label_metrics_ignore_difficult_only():
+    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.5, 0.5], [0.4, 0.6]])
+    multi_hot = np.array([[1, 0], [0, 0], [0, 1], [1, 0], [0, 0], [1, 0]])
+    difficult = np.array([[0, 0], [1, 0], [0, 0], [0, 0], [0, 0], [0, 0]])
+    scalars, per_class = evaluate.multi_label_metrics(scores, multi_hot, difficult, ["cat", "dog"])
+    assert per_class["cat"]["ap"] == pytest.approx(8.4 / 11)  # tests/test_metrics.py's example
+    assert per_class["cat"]["ap_area"] == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    assert per_class["cat"]["ignored"] == 1 and per_class["cat"]["positives"] == 3
+    # dog's only positive is ranked 4th of 6: precision 1/4 at recall 1.
+    assert per_class["dog"]["ap"] == pytest.approx(0.25)
+    assert per_class["dog"]["ap_area"] == pytest.approx(0.25)
+    assert scalars["eval/mAP"] == pytest.approx((per_class["cat"]["ap"] + per_class["dog"]["ap"]) / 2)
+
+
+def test_table_lists_scalars_classes_and_matrix():
+    table = evaluate.format_table(_single_report())
+    assert "eval/Accuracy = 0.6000" in table
+    assert "eval/Recall_2 = 0.8000" in table
+    assert any(line.split()[:3] == ["cloud", "0.5000", "0.5000"] for line in table.splitlines())
+    assert "confusion matrix" in table and "(step 7)" in table
+
+
+def test_write_report_json_and_tensorboard(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    report = _single_report()
+    report.per_class["desert"]["precision"] = float("nan")
+    path = evaluate.write_report(report, str(tmp_path))
+    data = json.loads(open(path).read())
+    assert data["scalars"]["eval/Accuracy"] == pytest.approx(0.6)
+    assert data["per_class"]["desert"]["precision"] is None
+    assert json.loads((tmp_path / "eval.json").read_text()) == data
+    tags = {}
+    for event_file in tmp_path.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                tags[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+    assert tags["eval/Accuracy"] == (7, pytest.approx(0.6))
+    assert tags["eval/Recall_2"][1] == pytest.approx(0.8)
+    assert "eval/per_class/recall/cloud" in tags
+    assert "eval/per_class/precision/desert" not in tags  # NaN is not plotted
+
+
+def test_checkpoint_step():
+    assert evaluate.checkpoint_step("train/ckpt-1200.weights.h5") == 1200
+    assert evaluate.checkpoint_step("train/model.ckpt-40") == 40
+    assert evaluate.checkpoint_step("train/best.weights.h5") is None
+
+
+def test_watch_evaluates_each_new_checkpoint_once_then_times_out():
+    appearing = iter([None, "ckpt-1", "ckpt-1", "ckpt-3", None, None, None, None])
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    evaluated = list(evaluate.watch(lambda: next(appearing), lambda c: c.upper(), timeout_s=25,
+                                    interval_s=10, sleep=sleep, clock=lambda: now[0]))
+    assert evaluated == ["CKPT-1", "CKPT-3"]
+    assert now[0] == 50  # one wait before ckpt-1, one before ckpt-3, three after it
