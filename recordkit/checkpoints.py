@@ -1,0 +1,217 @@
+"""Pretrained weights from three sources onto a registry model, by explicit name.
+
+Sources: `imagenet` (Keras' download), a local Keras weights file (`.weights.h5` / `.h5`, as
+written by `save_weights` of the Keras application, with or without its top), and TF-Slim
+checkpoints (`vgg_16.ckpt`, `inception_v3.ckpt`). Every source is read into one dictionary
+keyed by slim variable names, so `--checkpoint_exclude_scopes` means the same for all three
+and a mismatch is reported by name with both shapes before anything is assigned.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from recordkit import models
+from recordkit.errors import RecordkitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where pretrained weights come from: kind is none, imagenet, keras or slim."""
+
+    kind: str
+    path: str = ""
+
+    @property
+    def convention(self) -> str:
+        """Which preprocessing family the weights were trained with (key of spec.preprocessing)."""
+        return {"imagenet": "keras", "keras": "keras"}.get(self.kind, self.kind)
+
+    def describe(self) -> str:
+        return self.kind if not self.path else f"{self.kind}:{self.path}"
+
+
+def source_for(weights: str | None) -> WeightsSource:
+    """`None`/"" → random init; "imagenet"; a path ending in .h5 → Keras; else a slim checkpoint."""
+    if not weights or weights == "none":
+        return WeightsSource("none")
+    if weights == "imagenet":
+        return WeightsSource("imagenet")
+    if weights.endswith(".h5"):
+        if not tf.io.gfile.exists(weights):
+            raise RecordkitError(f"Keras weights file {weights} not found")
+        return WeightsSource("keras", weights)
+    return WeightsSource("slim", _slim_checkpoint_path(weights))
+
+
+def _slim_checkpoint_path(path: str) -> str:
+    """A checkpoint prefix or file, or a directory holding one (as slim accepts)."""
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise RecordkitError(f"no checkpoint found in directory {path}")
+        return latest
+    if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
+        raise RecordkitError(f"checkpoint {path} not found (neither {path} nor {path}.index exists)")
+    return path
+
+
+def read_slim(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a TF checkpoint by variable name."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError) as e:
+        raise RecordkitError(f"cannot read checkpoint {path}: {e}") from None
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def _load_keras_application(spec: models.ModelSpec, weights: str) -> keras.Model:
+    """Keras' application with the file's weights; a file with the top is tried first."""
+    errors = []
+    for include_top in (True, False):
+        try:
+            return spec.keras_application(weights, include_top=include_top)
+        except (ValueError, OSError, KeyError) as e:
+            errors.append(f"{'with' if include_top else 'without'} top: {e}")
+    raise RecordkitError(f"cannot load {weights} into Keras' {spec.name}: " + "; ".join(errors))
+
+
+def read_keras(spec: models.ModelSpec, weights: str) -> dict[str, np.ndarray]:
+    """Keras weights (imagenet or a file) by slim name, via the Keras application's layers."""
+    app = _load_keras_application(spec, weights)
+    return {e.slim_name: e.variable.numpy() for e in models.keras_application_entries(spec, app)}
+
+
+def read(spec: models.ModelSpec, source: WeightsSource) -> dict[str, np.ndarray]:
+    """The source's tensors keyed by slim variable name, in slim's or Keras' layout."""
+    if source.kind == "slim":
+        return read_slim(source.path)
+    if source.kind in ("imagenet", "keras"):
+        return read_keras(spec, "imagenet" if source.kind == "imagenet" else source.path)
+    raise RecordkitError(f"weights source {source.kind!r} has nothing to read")
+
+
+def in_scopes(entry: models.SlimEntry, scopes: tuple[str, ...] | list[str]) -> bool:
+    """True if a scope (slim name prefix, or one of our layer names) covers the entry."""
+    for scope in scopes:
+        scope = scope.strip().rstrip("/")
+        if scope and (
+            entry.slim_name == scope
+            or entry.slim_name.startswith(scope + "/")
+            or entry.layer_name == scope
+        ):
+            return True
+    return False
+
+
+def _fit(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The value in the model's layout: slim's 1x1 / 7x7 convolutions become Dense kernels."""
+    if tuple(value.shape) == shape:
+        return value
+    if value.ndim == 4 and len(shape) == 2 and value.size == int(np.prod(shape)):
+        return value.reshape(shape)  # [kh, kw, in, out] in Flatten's (h, w, c) order
+    return None
+
+
+@dataclass
+class LoadReport:
+    """What a load did, for the log and for tests."""
+
+    loaded: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"restored {len(self.loaded)} tensors, kept {len(self.excluded)} excluded at their "
+            f"initial values, ignored {len(self.unused)} checkpoint tensors the model does not use"
+        )
+
+
+def assign(
+    entries: list[models.SlimEntry],
+    tensors: dict[str, np.ndarray],
+    exclude_scopes: tuple[str, ...] | list[str] = (),
+    source_name: str = "checkpoint",
+) -> LoadReport:
+    """Copy `tensors` onto the entries' variables; all problems are listed before any write."""
+    report, updates, problems = LoadReport(), [], []
+    for entry in entries:
+        if in_scopes(entry, exclude_scopes):
+            report.excluded.append(entry.slim_name)
+            continue
+        model_shape = tuple(entry.variable.shape)
+        if entry.slim_name not in tensors:
+            problems.append(f"  {entry.slim_name}: missing from {source_name} (model {list(model_shape)})")
+            continue
+        value = _fit(tensors[entry.slim_name], model_shape)
+        if value is None:
+            problems.append(
+                f"  {entry.slim_name}: checkpoint {list(tensors[entry.slim_name].shape)}, "
+                f"model {list(model_shape)}"
+            )
+            continue
+        updates.append((entry, value))
+    if problems:
+        raise RecordkitError(
+            f"{source_name} does not fit the model ({len(problems)} variables):\n"
+            + "\n".join(problems)
+            + "\nExclude what you replace with --checkpoint_exclude_scopes (e.g. the head: "
+            "the new num_classes never matches ImageNet's), or check --model_name/--image_size."
+        )
+    for entry, value in updates:
+        entry.variable.assign(value.astype(entry.variable.dtype))
+        report.loaded.append(entry.slim_name)
+    used = {e.slim_name for e in entries}
+    report.unused = sorted(set(tensors) - used)
+    return report
+
+
+def load(
+    model: keras.Model,
+    spec: models.ModelSpec,
+    source: WeightsSource,
+    exclude_scopes: tuple[str, ...] | list[str] = (),
+) -> LoadReport:
+    """Load pretrained weights into a model from `models.build`, honouring exclude scopes."""
+    if source.kind == "none":
+        return LoadReport()
+    report = assign(
+        models.slim_entries(spec, model), read(spec, source), exclude_scopes, source.describe()
+    )
+    log.info("%s: %s", source.describe(), report.summary())
+    return report
+
+
+def pretrained_model(
+    model_name: str, weights: str, image_size: int | None = None
+) -> tuple[keras.Model, dict]:
+    """A model with its ORIGINAL ImageNet head (slim: 1001 for Inception, 1000 for VGG;
+    Keras: 1000) and the weights' preprocessing, e.g. to export straight from a checkpoint.
+
+    The returned info has model_name, image_size, num_classes, preprocessing, weights and
+    label_offset (1 when class 0 is slim's "background").
+    """
+    spec = models.get(model_name)
+    source = source_for(weights)
+    if source.kind == "none":
+        raise RecordkitError("pretrained_model needs weights (imagenet, a .weights.h5 or a .ckpt)")
+    num_classes = spec.slim_num_classes if source.kind == "slim" else spec.keras_num_classes
+    model = models.build(spec, num_classes, image_size)
+    load(model, spec, source)
+    info = {
+        "model_name": spec.name,
+        "image_size": int(model.input.shape[1]),
+        "num_classes": num_classes,
+        "preprocessing": spec.preprocessing[source.convention],
+        "weights": source.describe(),
+        "label_offset": num_classes - 1000,
+    }
+    return model, info

@@ -1,0 +1,153 @@
+"""The model registry: one entry per architecture, timm-style.
+
+An entry (`ModelSpec`) knows everything that differs between architectures: its Keras backbone,
+native input size, the preprocessing each weight source expects, and the map from TF-Slim
+variable names onto our Keras variables. Adding a model is one module that calls `register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+
+from recordkit.errors import RecordkitError
+
+BACKBONE = "backbone"
+HEAD_DROPOUT = "head_dropout"
+LOGITS = "logits"
+
+
+@dataclass(frozen=True)
+class SlimEntry:
+    """One model variable and the TF-Slim checkpoint name it corresponds to."""
+
+    slim_name: str
+    variable: keras.Variable
+    layer_name: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture: Keras builders, sizes, preprocessing and the slim name map.
+
+    `preprocessing` maps a weight source kind ("slim", "keras", "none") to a mode of
+    `recordkit.preprocessing`. `neck` adds the layers between the backbone and the head's
+    dropout (VGG's fc6/fc7); `dense_slim_scopes` names the slim scope of each of our Dense
+    layers and `keras_top_slim_scopes` does the same for the Keras application's top layers.
+    `backbone_entries` maps the backbone's variables to slim names.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    native_size: int
+    min_size: int
+    slim_scope: str
+    slim_num_classes: int
+    keras_num_classes: int
+    dropout: float
+    preprocessing: dict[str, str]
+    application: Callable[..., keras.Model]
+    application_kwargs: dict
+    neck: Callable[[keras.KerasTensor], keras.KerasTensor]
+    dense_slim_scopes: dict[str, str]
+    keras_top_slim_scopes: dict[str, str]
+    backbone_entries: Callable[[keras.Model], list[SlimEntry]]
+    head_slim_scopes: tuple[str, ...]
+    absent_slim_scopes: tuple[str, ...] = field(default_factory=tuple)
+
+    def backbone(self, image_size: int, weights: str | None = None) -> keras.Model:
+        """The Keras application without its top (random weights unless `weights`)."""
+        return self.application(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
+            name=BACKBONE, **self.application_kwargs,
+        )
+
+    def keras_application(self, weights: str | None, include_top: bool) -> keras.Model:
+        """The application exactly as Keras ships it (native size), to read Keras weights."""
+        kwargs = self.application_kwargs if not include_top else {}
+        size = self.native_size
+        return self.application(
+            include_top=include_top, weights=weights, classes=self.keras_num_classes,
+            input_shape=(size, size, 3), **kwargs,
+        )
+
+    def check_size(self, image_size: int) -> None:
+        if image_size < self.min_size:
+            raise RecordkitError(
+                f"{self.name} needs --image_size >= {self.min_size} (got {image_size})"
+            )
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    for alias in (spec.name, *spec.aliases):
+        _ALIASES[alias.lower()] = spec.name
+    return spec
+
+
+def names() -> list[str]:
+    """Registered model names (the canonical ones, as TF-Slim spells them)."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    """The spec for `name` (slim spelling or an alias such as `vgg16`); unknown names raise."""
+    key = _ALIASES.get(name.lower().replace("-", "_"))
+    if key is None:
+        raise RecordkitError(f"unknown model {name!r}; valid names: {', '.join(names())}")
+    return _REGISTRY[key]
+
+
+def build(
+    spec: ModelSpec, num_classes: int, image_size: int | None = None, dropout: float | None = None,
+) -> keras.Model:
+    """Backbone + neck + dropout + a new `logits` Dense layer with `num_classes` outputs.
+
+    The model takes preprocessed float images (see `recordkit.preprocessing.preprocess`).
+    `dropout` defaults to the original network's rate before its classifier.
+    """
+    size = image_size or spec.native_size
+    spec.check_size(size)
+    inputs = keras.Input((size, size, 3), name="images")
+    features = spec.neck(spec.backbone(size)(inputs))
+    rate = spec.dropout if dropout is None else dropout
+    features = keras.layers.Dropout(rate, name=HEAD_DROPOUT)(features)
+    logits = keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(features)
+    return keras.Model(inputs, logits, name=spec.name)
+
+
+def dense_entries(model: keras.Model, scopes: dict[str, str]) -> list[SlimEntry]:
+    """Slim names for Dense layers given by name (slim stores them as convolutions)."""
+    entries = []
+    for layer_name, scope in scopes.items():
+        layer = model.get_layer(layer_name)
+        entries.append(SlimEntry(f"{scope}/weights", layer.kernel, layer_name))
+        entries.append(SlimEntry(f"{scope}/biases", layer.bias, layer_name))
+    return entries
+
+
+def slim_entries(spec: ModelSpec, model: keras.Model) -> list[SlimEntry]:
+    """Every variable of a model from `build` with its slim checkpoint name."""
+    return spec.backbone_entries(model.get_layer(BACKBONE)) + dense_entries(
+        model, spec.dense_slim_scopes
+    )
+
+
+def keras_application_entries(spec: ModelSpec, app: keras.Model) -> list[SlimEntry]:
+    """Slim names for the variables of a Keras application (with or without its top)."""
+    tops = {k: v for k, v in spec.keras_top_slim_scopes.items() if k in {l.name for l in app.layers}}
+    return spec.backbone_entries(app) + dense_entries(app, tops)
+
+
+def head_layer_names() -> tuple[str, ...]:
+    """The layers that a head-only run trains (the new classifier)."""
+    return (HEAD_DROPOUT, LOGITS)
+
+
+from recordkit.models import inception_v3, vgg_16  # noqa: E402,F401  (registers the models)

@@ -1,0 +1,59 @@
+"""VGG16: Keras' `VGG16` convolutions plus slim's fully connected layers and dropout.
+
+Keras' layer names (`block1_conv1`, ...) are explicit, so the slim map is by name. Slim stores
+fc6/fc7/fc8 as convolutions ([7,7,512,4096], [1,1,4096,4096], [1,1,4096,1000]); ours are Dense
+layers after a Flatten, and the loader reshapes (fc6 only fits at the native 224 pixels).
+Keras' own VGG16 has no dropout; slim's has 0.5 after fc6 and fc7, which we keep.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from recordkit.models import ModelSpec, SlimEntry, register
+
+SCOPE = "vgg_16"
+_BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # block -> number of convolutions
+
+
+def backbone_entries(backbone: keras.Model) -> list[SlimEntry]:
+    entries = []
+    for block, count in _BLOCKS.items():
+        for i in range(1, count + 1):
+            layer = backbone.get_layer(f"block{block}_conv{i}")
+            scope = f"{SCOPE}/conv{block}/conv{block}_{i}"
+            entries.append(SlimEntry(f"{scope}/weights", layer.kernel, layer.name))
+            entries.append(SlimEntry(f"{scope}/biases", layer.bias, layer.name))
+    return entries
+
+
+def neck(features):
+    """Slim's fc6 → dropout → fc7; the head's dropout and fc8 (`logits`) follow."""
+    x = keras.layers.Flatten(name="flatten")(features)
+    x = keras.layers.Dense(4096, activation="relu", name="fc6")(x)
+    x = keras.layers.Dropout(0.5, name="dropout6")(x)
+    return keras.layers.Dense(4096, activation="relu", name="fc7")(x)
+
+
+SPEC = register(
+    ModelSpec(
+        name="vgg_16",
+        aliases=("vgg16", "vgg-16"),
+        native_size=224,
+        min_size=32,
+        slim_scope=SCOPE,
+        slim_num_classes=1000,
+        keras_num_classes=1000,
+        dropout=0.5,
+        preprocessing={"slim": "vgg", "keras": "caffe", "none": "vgg"},
+        application=keras.applications.VGG16,
+        application_kwargs={},
+        neck=neck,
+        dense_slim_scopes={"fc6": f"{SCOPE}/fc6", "fc7": f"{SCOPE}/fc7", "logits": f"{SCOPE}/fc8"},
+        keras_top_slim_scopes={
+            "fc1": f"{SCOPE}/fc6", "fc2": f"{SCOPE}/fc7", "predictions": f"{SCOPE}/fc8",
+        },
+        backbone_entries=backbone_entries,
+        head_slim_scopes=(f"{SCOPE}/fc8",),
+    )
+)

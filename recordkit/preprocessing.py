@@ -1,0 +1,97 @@
+"""Pixel preprocessing: the convention each weight source was trained with, in one place.
+
+Mixing conventions (slim weights with Keras preprocessing or the reverse) silently costs
+accuracy, so a run records its mode in the run metadata and everyone calls `preprocess` with it.
+
+| mode      | weights                        | operation                                    |
+|-----------|--------------------------------|----------------------------------------------|
+| inception | slim and Keras Inception V3    | x / 127.5 - 1  (RGB, [-1, 1])                |
+| vgg       | slim vgg_16                    | x - [123.68, 116.78, 103.94]  (RGB)          |
+| caffe     | Keras VGG16 imagenet           | RGB→BGR, x - [103.939, 116.779, 123.68]      |
+
+Geometry follows the same family: `inception` crops the central 87.5% at eval time and
+trains on random distorted crops; `vgg`/`caffe` resize the shorter side to 256/224 of the
+target size and take the centre crop at eval time, and random scale + crop when training.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from recordkit.errors import RecordkitError
+
+MODES = ("inception", "vgg", "caffe")
+VGG_RGB_MEAN = (123.68, 116.78, 103.94)
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+INCEPTION_CENTRAL_FRACTION = 0.875
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise RecordkitError(f"unknown preprocessing {mode!r}; expected one of {', '.join(MODES)}")
+    return mode
+
+
+def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
+    """RGB pixels in [0, 255] (uint8 or float, any leading shape) → model input (float32)."""
+    check_mode(mode)
+    x = tf.cast(images, tf.float32)
+    if mode == "inception":
+        return x / 127.5 - 1.0
+    if mode == "vgg":
+        return x - tf.constant(VGG_RGB_MEAN)
+    return x[..., ::-1] - tf.constant(CAFFE_BGR_MEAN)
+
+
+def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
+    return tf.image.resize(tf.cast(image, tf.float32), tf.stack([height, width]), antialias=True)
+
+
+def _resize_shorter_side(image: tf.Tensor, shorter) -> tf.Tensor:
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.cast(shorter, tf.float32) / tf.reduce_min(shape)
+    new = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+    return _resize(image, new[0], new[1])
+
+
+def _centre_crop(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    shape = tf.shape(image)
+    top = (shape[0] - height) // 2
+    left = (shape[1] - width) // 2
+    return image[top : top + height, left : left + width]
+
+
+def eval_image(image: tf.Tensor, size: int, mode: str) -> tf.Tensor:
+    """Deterministic resize/crop of one HxWx3 image to size x size, float in [0, 255]."""
+    check_mode(mode)
+    if mode == "inception":
+        image = tf.image.central_crop(tf.cast(image, tf.float32), INCEPTION_CENTRAL_FRACTION)
+        return tf.clip_by_value(_resize(image, size, size), 0.0, 255.0)
+    image = _resize_shorter_side(image, round(size * 256 / 224))
+    return tf.clip_by_value(_centre_crop(image, size, size), 0.0, 255.0)
+
+
+def train_image(image: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
+    """Random crop and horizontal flip, reproducible from a [2] int seed (stateless ops).
+
+    Inception: slim's distorted bounding box (10% object cover, area 5-100%, aspect 3/4-4/3).
+    VGG/caffe: slim's random shorter side in [256, 512] (scaled to `size`), random crop.
+    """
+    check_mode(mode)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if mode == "inception":
+        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
+            min_object_covered=0.1, aspect_ratio_range=(0.75, 1.33), area_range=(0.05, 1.0),
+            max_attempts=100, use_image_if_no_bounding_boxes=True,
+        )
+        image = _resize(tf.slice(image, begin, crop_size), size, size)
+    else:
+        shorter = tf.random.stateless_uniform(
+            [], seeds[0], round(size * 256 / 224), round(size * 512 / 224) + 1, dtype=tf.int32
+        )
+        image = tf.image.stateless_random_crop(
+            _resize_shorter_side(image, shorter), [size, size, 3], seed=seeds[1]
+        )
+    image = tf.image.stateless_random_flip_left_right(image, seeds[2])
+    return tf.clip_by_value(image, 0.0, 255.0)

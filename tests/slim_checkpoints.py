@@ -1,0 +1,80 @@
+"""Real-layout TF-Slim checkpoints with random values, built with the `tf-slim` package.
+
+tf_slim still builds the original `vgg_16` / `inception_v3` graphs under tf.compat.v1, so the
+checkpoints have exactly the published names and shapes. On TF 2.21 it needs a few moved
+modules aliased first (see docs: REFERENCE.md). Values have a healthy scale (He-style weights,
+non-zero biases, random BatchNorm statistics) so that a wrong mapping changes the logits.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+
+def import_slim():
+    import tf_keras.src.legacy_tf_layers as legacy_layers
+    import tf_keras.src.legacy_tf_layers.normalization as legacy_normalization
+    from tensorflow.python.ops import control_flow_ops
+
+    sys.modules.setdefault("tf_keras.legacy_tf_layers", legacy_layers)
+    sys.modules.setdefault("tf_keras.legacy_tf_layers.normalization", legacy_normalization)
+    if not hasattr(control_flow_ops, "case"):
+        control_flow_ops.case = tf.compat.v1.case
+    if not hasattr(control_flow_ops, "cond"):
+        control_flow_ops.cond = tf.compat.v1.cond
+    import tf_slim
+    from tf_slim.nets import inception_v3, vgg
+
+    return tf_slim, inception_v3, vgg
+
+
+def _random_value(name: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    if name.endswith("weights"):
+        fan_in = int(np.prod(shape[:-1]))
+        return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    if name.endswith("moving_variance"):
+        return rng.uniform(0.5, 1.5, shape)
+    if name.endswith(("biases", "beta", "moving_mean")):
+        return rng.normal(0.0, 0.1, shape)
+    return rng.normal(0.0, 0.05, shape)
+
+
+def _network(model_name: str):
+    slim, inception_v3, vgg = import_slim()
+    if model_name == "inception_v3":
+        return 1001, lambda x: _call(slim, inception_v3.inception_v3_arg_scope(),
+                                     inception_v3.inception_v3, x, 1001)
+    return 1000, lambda x: _call(slim, vgg.vgg_arg_scope(), vgg.vgg_16, x, 1000)
+
+
+def _call(slim, arg_scope, net, images, num_classes):
+    with slim.arg_scope(arg_scope):
+        logits, _ = net(images, num_classes=num_classes, is_training=False)
+    return logits
+
+
+def make_checkpoint(model_name: str, prefix: str, image_size: int, images: np.ndarray | None = None,
+                    seed: int = 0) -> tuple[str, dict[str, np.ndarray], np.ndarray | None]:
+    """Write a slim checkpoint; returns (path, tensors by name, slim's logits on `images`).
+
+    `images` are already preprocessed, NHWC float32 at `image_size`.
+    """
+    rng = np.random.default_rng(seed)
+    _, network = _network(model_name)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3])
+        logits = network(x)
+        variables = tf.compat.v1.global_variables()
+        values = {v.op.name: _random_value(v.op.name, v.shape.as_list(), rng).astype(np.float32)
+                  for v in variables}
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=graph) as session:
+            for v in variables:
+                v.load(values[v.op.name], session)
+            path = saver.save(session, prefix, write_meta_graph=False)
+            out = session.run(logits, {x: images}) if images is not None else None
+    return path, values, out
