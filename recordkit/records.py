@@ -8,6 +8,7 @@ Object Detection API.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -83,6 +84,21 @@ MULTI_LABEL_FEATURES: dict[str, Feature] = {
 }
 
 LABEL_KINDS = {"single": CLASSIFICATION_FEATURES, "multi": MULTI_LABEL_FEATURES}
+
+
+def image_values(jpeg: bytes, height: int, width: int, filename: str, source_id: str) -> dict:
+    """The IMAGE_FEATURES values for one RGB JPEG; modes add their label keys."""
+    return {
+        ENCODED: jpeg,
+        FORMAT: "JPEG",
+        HEIGHT: height,
+        WIDTH: width,
+        CHANNELS: 3,
+        COLORSPACE: "RGB",
+        FILENAME: filename,
+        SOURCE_ID: source_id,
+        SHA256: hashlib.sha256(jpeg).hexdigest(),
+    }
 
 
 def _as_list(feature: Feature, key: str, value: Any) -> list:

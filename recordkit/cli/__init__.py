@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 from recordkit import __version__
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(f"recordkit.cli.{name}").register(commands)
     args, extra = parser.parse_known_args(argv)
+    quiet_libraries()
     if extra and not getattr(args, "pass_through", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -32,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"recordkit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_libraries() -> None:
+    """TensorFlow's C++ start-up chatter and Beam's per-worker INFO lines bury the summary."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

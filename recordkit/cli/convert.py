@@ -1,0 +1,105 @@
+"""`recordkit convert`: image folders to sharded TFRecords, as an Apache Beam pipeline.
+
+Flags not listed here (--runner, --project, --region, --temp_location, --setup_file,
+--direct_num_workers, ...) go to Beam unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from recordkit.cli import flags
+from recordkit.errors import RecordkitError
+from recordkit.metadata import REPORT_JSON, join
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "convert",
+        help="convert an image dataset into sharded TFRecords (Apache Beam)",
+        description=__doc__,
+    )
+    flags.add(parser, "tensorflow-data-dir", "-t", "--input-dir", dest="input_dir", required=True,
+              help="dataset root holding train/<class>/* and validation/<class>/*")
+    flags.add(parser, "output-dir", help="where shards, label.txt and dataset.json go "
+              "(default: the input folder; any path Beam/tf.io.gfile understands, e.g. gs://)")
+    flags.add(parser, "dataset-name", default="satellite", help="shard file prefix (default: %(default)s)")
+    flags.add(parser, "train-shards", type=int, default=2, help="default: %(default)s")
+    flags.add(parser, "validation-shards", type=int, default=2, help="default: %(default)s")
+    flags.add(parser, "num-threads", type=int, default=os.cpu_count() or 1,
+              help="local worker processes for the DirectRunner (default: number of CPUs)")
+    flags.add(parser, "image-size", help="resize to N×N or WxH (default: keep the source size, "
+              "JPEG bytes pass through untouched)")
+    flags.add(parser, "resize-mode", choices=("stretch", "crop"), default="stretch",
+              help="stretch: exactly the size; crop: shorter side fits, centre crop (default: %(default)s)")
+    flags.add(parser, "jpeg-quality", type=int, default=95,
+              help="for images that are re-encoded (default: %(default)s)")
+    flags.add(parser, "max-pixels", type=int, default=None,
+              help="larger images are skipped as decompression bombs (default: Pillow's limit)")
+    flags.add(parser, "seed", type=int, default=0, help="record order seed (default: %(default)s)")
+    flags.add(parser, "strict", action="store_true",
+              help="any skipped file is an error: exit 1 and publish only the report")
+    flags.add(parser, "no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run, pass_through=True)
+
+
+def options_from(args):
+    from recordkit import images
+    from recordkit.convert import ConvertOptions
+
+    for name in ("train_shards", "validation_shards", "num_threads"):
+        if getattr(args, name) < 1:
+            raise RecordkitError(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        image = images.ImageOptions(
+            size=images.parse_size(args.image_size) if args.image_size else None,
+            resize_mode=args.resize_mode,
+            jpeg_quality=args.jpeg_quality,
+            **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
+        )
+    except ValueError as e:
+        raise RecordkitError(str(e)) from None
+    return ConvertOptions(
+        input_dir=args.input_dir,
+        dataset_name=args.dataset_name,
+        output_dir=args.output_dir,
+        train_shards=args.train_shards,
+        validation_shards=args.validation_shards,
+        num_workers=args.num_threads,
+        image=image,
+        seed=args.seed,
+        strict=args.strict,
+    )
+
+
+def run(args, beam_args) -> int:
+    from recordkit.convert import convert_folders
+
+    result = convert_folders(options_from(args), beam_args, show_progress=not args.no_progress)
+    print_summary(result)
+    return 1 if result.report["skipped"] and args.strict else 0
+
+
+def print_summary(result) -> None:
+    report = result.report
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = ", ".join(f"{n} {split}" for split, n in report["records"].items())
+    skipped = report["skipped"]
+    print(f"records: {counts} ({result.records} in all)")
+    if skipped:
+        print(f"skipped: {len(skipped)} files (listed with reasons in {join(result.output_dir, REPORT_JSON)}):")
+        for entry in skipped[:10]:
+            print(f"  {entry['path']}: {entry['reason']}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more")
+    else:
+        print("skipped: 0 files")
+    rate = result.records / result.seconds if result.seconds else 0.0
+    print(f"time: {result.seconds:.1f} s, {rate:.0f} images/s")
+    if result.info is None:
+        print(f"--strict: nothing published to {result.output_dir} except report.json", file=sys.stderr)
+    else:
+        shards = sum(s.num_shards for s in result.info.splits.values())
+        print(f"wrote {shards} shards, label.txt and dataset.json to {result.output_dir}")

@@ -1,0 +1,221 @@
+"""Beam transforms shared by every conversion mode: match files, shard, write, publish.
+
+Determinism comes from the data, not the runner: each record's position is the rank of a
+seeded hash of its split and source id, so any runner and any number of workers write the
+same shard files byte for byte. A record's shard is its rank's slice, which keeps shards
+equal in size (±1). Bad inputs never raise inside a worker; they travel as `Skipped` values
+to the report.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import hashlib
+import json
+from typing import Callable, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from recordkit import output, progress
+from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo, SplitInfo
+from recordkit.metadata import format_labels, join, shard_name
+
+
+class Encoded(NamedTuple):
+    split: str
+    sort_key: bytes
+    example: bytes
+    counts: tuple[str, ...]  # keys added up per split for dataset.json's per_class
+
+
+class Skipped(NamedTuple):
+    split: str
+    path: str
+    reason: str
+
+
+class ShardWritten(NamedTuple):
+    split: str
+    file: str
+    count: int
+    counts: dict[str, int]
+
+
+def sort_key(seed: int, split: str, source_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}\0{split}\0{source_id}".encode()).digest()
+
+
+def shard_index(rank: int, total: int, num_shards: int) -> int:
+    return rank * num_shards // total
+
+
+class MatchSplitFiles(beam.PTransform):
+    """(split, glob) → (split, path), listed by the workers rather than the launcher."""
+
+    def expand(self, patterns):
+        return (
+            patterns
+            | "Match" >> beam.FlatMap(_match)
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+def _match(split_pattern: tuple[str, str]):
+    split, pattern = split_pattern
+    for result in FileSystems.match([pattern]):
+        for metadata in result.metadata_list:
+            yield split, metadata.path
+
+
+class ProgressDoFn(beam.DoFn):
+    """Base for the per-file DoFn: counts processed files for the local progress bar."""
+
+    def __init__(self, progress_dir: str | None):
+        self._progress_dir = progress_dir
+        self._counter = None
+
+    def setup(self):
+        if self._progress_dir:
+            self._counter = progress.Counter(self._progress_dir)
+
+    def tick(self) -> None:
+        if self._counter:
+            self._counter.add()
+
+    def finish_bundle(self):
+        if self._counter:
+            self._counter.flush()
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()
+
+
+def count_single_label(classes: list[str], counts: collections.Counter) -> dict[str, int]:
+    return {name: counts.get(name, 0) for name in classes}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where and how a dataset is written; `info` describes it without its splits.
+
+    `per_class` turns a split's added-up `Encoded.counts` into dataset.json's per_class entry.
+    With `strict`, any skipped file means nothing but the report is published.
+    """
+
+    output_dir: str
+    staging: str
+    info: DatasetInfo
+    num_shards: dict[str, int]
+    per_class: Callable[[list[str], collections.Counter], dict] = count_single_label
+    strict: bool = False
+
+    def shard_files(self, split: str) -> list[str]:
+        n = self.num_shards[split]
+        return [shard_name(self.info.name, split, i, n) for i in range(n)]
+
+
+class WriteDataset(beam.PTransform):
+    """(Encoded records, Skipped) → shards, label.txt, dataset.json and report.json."""
+
+    def __init__(self, target: Target):
+        super().__init__()
+        self._target = target
+
+    def expand(self, inputs):
+        encoded, skipped = inputs
+        ranks = (
+            encoded
+            | "Keys" >> beam.Map(lambda e: (e.split, e.sort_key))
+            | "AllKeys" >> beam.combiners.ToList()
+            | "Sort" >> beam.Map(_sorted_keys_by_split)
+        )
+        written = (
+            encoded
+            | "AssignShard" >> beam.Map(_assign_shard, beam.pvalue.AsSingleton(ranks), self._target)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(_write_shard, self._target)
+        )
+        return (
+            encoded.pipeline
+            | "Once" >> beam.Create([None])
+            | "Publish"
+            >> beam.Map(_publish, self._target, beam.pvalue.AsList(written), beam.pvalue.AsList(skipped))
+        )
+
+
+def _write_shard(shard: tuple[tuple[str, int], list[Encoded]], target: Target) -> ShardWritten:
+    (split, index), records = shard
+    records = sorted(records, key=lambda e: e.sort_key)
+    name = target.shard_files(split)[index]
+    output.write_records(join(target.staging, name), (e.example for e in records))
+    counts = collections.Counter(key for e in records for key in e.counts)
+    return ShardWritten(split, name, len(records), dict(counts))
+
+
+def _publish(_, target: Target, written: list[ShardWritten], skipped: list[Skipped]) -> dict:
+    skipped = sorted(skipped)
+    info = _complete_info(target, written, skipped)
+    report = {
+        "published": not (target.strict and skipped),
+        "records": {split: s.num_records for split, s in info.splits.items()},
+        "skipped": [s._asdict() for s in skipped],
+        "warnings": info.source.get("warnings", []),
+    }
+    report_text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if not report["published"]:
+        output.write_text(join(target.output_dir, REPORT_JSON), report_text)
+        output.remove_tree(target.staging)
+        return report
+    shard_files = [f for split in info.splits.values() for f in split.files]
+    for name in set(shard_files) - {w.file for w in written}:
+        output.write_records(join(target.staging, name), [])
+    output.publish(
+        target.output_dir,
+        target.staging,
+        shard_files,
+        [f"{target.info.name}_{split}_*-of-*.tfrecord" for split in target.num_shards],
+        [
+            (REPORT_JSON, report_text),
+            (LABEL_TXT, format_labels(target.info.classes)),
+            (DATASET_JSON, info.to_json()),
+        ],
+    )
+    return report
+
+
+def _complete_info(target: Target, written: list[ShardWritten], skipped: list[Skipped]) -> DatasetInfo:
+    splits = {}
+    for split in target.num_shards:
+        mine = [w for w in written if w.split == split]
+        counts = collections.Counter()
+        for w in mine:
+            counts.update(w.counts)
+        splits[split] = SplitInfo(
+            num_records=sum(w.count for w in mine),
+            num_shards=target.num_shards[split],
+            files=target.shard_files(split),
+            per_class=target.per_class(target.info.classes, counts),
+            source=target.info.source.get("splits", {}).get(split, split),
+        )
+    by_reason = collections.Counter(s.reason.split(":")[0] for s in skipped)
+    skipped_summary = {"count": len(skipped), "by_reason": dict(sorted(by_reason.items())),
+                       "report": REPORT_JSON}
+    return dataclasses.replace(target.info, splits=splits, skipped=skipped_summary)
+
+
+def _sorted_keys_by_split(pairs: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
+    keys: dict[str, list[bytes]] = collections.defaultdict(list)
+    for split, key in pairs:
+        keys[split].append(key)
+    return {split: sorted(values) for split, values in keys.items()}
+
+
+def _assign_shard(record: Encoded, keys: dict[str, list[bytes]], target: Target):
+    split_keys = keys[record.split]
+    rank = bisect.bisect_left(split_keys, record.sort_key)
+    return (record.split, shard_index(rank, len(split_keys), target.num_shards[record.split])), record
