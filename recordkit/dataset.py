@@ -1,0 +1,120 @@
+"""tf.data input over a converted dataset's shards.
+
+Reads the keys through `records.parse_spec`, so the reader cannot drift from the writer.
+Targets are a dict: `multi_hot` [B, C] and `mask` [B, C] (0 where the devkit says "ignore":
+difficult-only classes) for every dataset, plus `label` [B] for single-label ones, so either
+loss can be chosen without another input path.
+
+With a seed the pipeline is deterministic (file order, interleave, shuffle and per-example
+augmentation seeds all derive from it); without one, tf.data may reorder for speed.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from recordkit import metadata, preprocessing, records
+from recordkit.errors import RecordkitError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _parse_fn(info: metadata.DatasetInfo):
+    spec = records.spec_for(info.label_kind)
+    keys = [records.ENCODED] + (
+        [records.LABEL] if info.label_kind == "single" else [records.MULTI_HOT, records.DIFFICULT_ONLY]
+    )
+    description = {k: v for k, v in records.parse_spec(spec, info.num_classes).items() if k in keys}
+
+    def parse(serialized):
+        features = tf.io.parse_single_example(serialized, description)
+        if info.label_kind == "single":
+            label = features[records.LABEL]
+            targets = {
+                "label": label,
+                "multi_hot": tf.one_hot(label, info.num_classes, dtype=tf.float32),
+                "mask": tf.ones([info.num_classes], tf.float32),
+            }
+        else:
+            targets = {
+                "multi_hot": tf.cast(features[records.MULTI_HOT], tf.float32),
+                "mask": 1.0 - tf.cast(features[records.DIFFICULT_ONLY], tf.float32),
+            }
+        return features[records.ENCODED], targets
+
+    return parse
+
+
+def decode(encoded: tf.Tensor) -> tf.Tensor:
+    """JPEG bytes → HxWx3 uint8 (the converter guarantees RGB JPEG)."""
+    return tf.io.decode_jpeg(encoded, channels=3)
+
+
+def make(
+    dataset_dir: str,
+    split: str,
+    *,
+    image_size: int,
+    mode: str,
+    batch_size: int,
+    training: bool,
+    seed: int | None = None,
+    info: metadata.DatasetInfo | None = None,
+    augment: bool | None = None,
+    shuffle_buffer: int = 512,
+    num_parallel_reads: int = 4,
+) -> tf.data.Dataset:
+    """Batches of (preprocessed images [B, S, S, 3] float32, targets dict).
+
+    training=True: shuffled, repeated forever, full batches only, random crop/flip unless
+    augment=False. training=False: one pass in file order, deterministic eval resize/crop,
+    last batch kept.
+    """
+    augment = training if augment is None else augment
+    info = info or metadata.load(dataset_dir)
+    try:
+        files = info.shard_paths(dataset_dir, split)
+    except KeyError as e:
+        raise RecordkitError(str(e.args[0])) from None
+    if not files:
+        raise RecordkitError(f"split {split!r} of {dataset_dir} has no shard files")
+    preprocessing.check_mode(mode)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        # Shuffle file order per epoch, then mix records across shards and within a buffer.
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(num_parallel_reads, len(files)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=seed is not None or not training,
+    )
+    ds = ds.map(_parse_fn(info), num_parallel_calls=AUTOTUNE)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        # Each example gets its own augmentation seed from (seed, position in the stream),
+        # so augmentation is reproducible and survives a restart from a checkpoint.
+        base = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
+
+        def random_crop_flip(index, example):
+            encoded, targets = example
+            image = preprocessing.train_image(
+                decode(encoded), image_size, mode, tf.stack([tf.constant(base, tf.int64), index])
+            )
+            return preprocessing.preprocess(image, mode), targets
+
+    if augment:
+        ds = ds.enumerate().map(random_crop_flip, num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(
+            lambda encoded, targets: (
+                preprocessing.preprocess(preprocessing.eval_image(decode(encoded), image_size, mode), mode),
+                targets,
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
+    ds = ds.batch(batch_size, drop_remainder=training)
+    options = tf.data.Options()
+    options.deterministic = seed is not None or not training
+    return ds.with_options(options).prefetch(AUTOTUNE)
