@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from recordkit import metrics
+from recordkit import metadata, metrics
 from recordkit.errors import RecordkitError
 
 
@@ -38,6 +38,68 @@ class Report:
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]] | None = None
     classes: list[str] = field(default_factory=list)
+
+
+def check_run(run: dict, model_name: str | None = None, dataset_name: str | None = None) -> dict:
+    """The run's metadata, after checking the tutorial flags a user passed against it.
+
+    TF-Slim needed --model_name/--dataset_name repeated at eval and export time, and a wrong
+    one gave shape errors or silently shifted labels; here they can only confirm the run.
+    """
+    from recordkit import models
+
+    if model_name and models.get(model_name).name != models.get(run["model_name"]).name:
+        raise RecordkitError(
+            f"--model_name {model_name} does not match the checkpoint, which is a "
+            f"{run['model_name']} run (the flag can be left out: the run records it)"
+        )
+    if dataset_name and run.get("dataset_name") and dataset_name != run["dataset_name"]:
+        raise RecordkitError(
+            f"--dataset_name {dataset_name} does not match the run, which trained on "
+            f"{run['dataset_name']!r} (the flag can be left out)"
+        )
+    return run
+
+
+def evaluate(checkpoint_path: str, dataset_dir: str, split: str = "validation", *,
+             batch_size: int = 32, k: int = 5, model_name: str | None = None,
+             dataset_name: str | None = None) -> Report:
+    """Evaluate one checkpoint (or a train_dir's newest) on `split` of a converted dataset."""
+    from recordkit import dataset, train
+
+    model, run = train.load_for_inference(checkpoint_path)
+    run = check_run(run, model_name, dataset_name)
+    info = metadata.load(dataset_dir)
+    if list(info.classes) != list(run["classes"]):
+        raise RecordkitError(
+            f"{dataset_dir} has classes {info.classes} but the run was trained on "
+            f"{run['classes']}: scores would be compared against the wrong labels"
+        )
+    data = dataset.make(dataset_dir, split, image_size=int(run["image_size"]),
+                        mode=run["preprocessing"], batch_size=batch_size, training=False, info=info)
+    scores, targets = predict(model, data)
+    checkpoint = run.get("checkpoint", checkpoint_path)
+    report = Report(checkpoint, run.get("step", checkpoint_step(checkpoint)), info.name, split,
+                    info.label_kind, len(scores), {}, {}, classes=list(info.classes))
+    if info.label_kind == "single":
+        report.scalars, report.per_class, report.confusion_matrix = single_label_metrics(
+            targets["label"], scores, report.classes, k)
+    else:
+        report.scalars, report.per_class = multi_label_metrics(
+            scores, targets["multi_hot"], 1 - targets["mask"], report.classes)
+    return report
+
+
+def predict(model, data) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits [N, C] of the whole split and its targets, in file order."""
+    scores, targets = [], {}
+    for images, batch_targets in data:
+        scores.append(np.asarray(model(images, training=False), np.float64))
+        for key, value in batch_targets.items():
+            targets.setdefault(key, []).append(value.numpy())
+    if not scores:
+        raise RecordkitError("the split is empty: nothing to evaluate")
+    return np.concatenate(scores), {key: np.concatenate(v) for key, v in targets.items()}
 
 
 def single_label_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str],

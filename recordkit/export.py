@@ -18,8 +18,13 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from recordkit import metadata
 from recordkit.errors import RecordkitError
 
+IMAGENET_CLASS_INDEX = (
+    "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
+)
+BACKGROUND = "background"
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
 DESCRIPTION = "assets.extra/recordkit_export.json"
@@ -131,3 +136,93 @@ def write_atomically(output_dir: str, write: Callable[[str], None], overwrite: b
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return output_dir
+
+
+def eval_preprocess(image_size: int, mode: str) -> Callable[[Any], Any]:
+    """The run's deterministic eval resize/crop, then its pixel convention."""
+    from recordkit import preprocessing
+
+    preprocessing.check_mode(mode)
+    return lambda image: preprocessing.preprocess(
+        preprocessing.eval_image(image, image_size, mode), mode
+    )
+
+
+def from_run(checkpoint_path: str, model_name: str | None = None,
+             dataset_name: str | None = None):
+    """(model, ServingInfo) for a training run's checkpoint: a train_dir (its newest
+    checkpoint) or one checkpoint. Classes, image size and preprocessing come from the run."""
+    from recordkit import evaluate, train
+
+    model, run = train.load_for_inference(checkpoint_path)
+    run = evaluate.check_run(run, model_name, dataset_name)
+    size = int(run["image_size"])
+    info = ServingInfo(
+        list(run["classes"]), run["label_kind"], (size, size),
+        eval_preprocess(size, run["preprocessing"]),
+        {"model_name": run["model_name"], "preprocessing": run["preprocessing"],
+         "checkpoint": run.get("checkpoint", checkpoint_path), "dataset_name": run.get("dataset_name")},
+    )
+    return model, info
+
+
+def pretrained(model_name: str, weights: str, num_classes: int | None = None,
+               image_size: int | None = None, label_path: str | None = None):
+    """(model, ServingInfo) for a pretrained ImageNet checkpoint with its original head.
+
+    Slim's Inception V3 has 1001 classes (0 = background), slim's VGG 16 and every Keras
+    file 1000; `num_classes`, when given, must agree, so a 1000/1001 mix-up (predictions
+    shifted by one) is caught here instead of in the results.
+    """
+    from recordkit import checkpoints
+
+    model, run = checkpoints.pretrained_model(model_name, weights, image_size)
+    if num_classes is not None and num_classes != run["num_classes"]:
+        raise RecordkitError(
+            f"--num_classes {num_classes} does not match {run['weights']}: its {run['model_name']} "
+            f"head has {run['num_classes']} classes"
+        )
+    classes = imagenet_classes(run["num_classes"], label_path)
+    info = ServingInfo(
+        classes, "single", (run["image_size"], run["image_size"]),
+        eval_preprocess(run["image_size"], run["preprocessing"]),
+        {k: run[k] for k in ("model_name", "weights", "preprocessing")},
+    )
+    return model, info
+
+
+def imagenet_classes(num_classes: int, label_path: str | None = None) -> list[str]:
+    """ImageNet names from `label_path`, else Keras' class index (downloaded once, cached).
+
+    A 1000-name list serves a 1001-class model by putting slim's "background" first.
+    """
+    if label_path is not None:
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(label_path) as f:
+            names = metadata.parse_labels(f.read())
+    else:
+        names = _keras_imagenet_names()
+    if len(names) == num_classes - 1:
+        names = [BACKGROUND, *names]
+    if len(names) != num_classes:
+        raise RecordkitError(
+            f"{len(names)} class names for a {num_classes}-class model "
+            f"({label_path or 'Keras ImageNet index'})"
+        )
+    return names
+
+
+def _keras_imagenet_names() -> list[str]:
+    import keras
+
+    try:
+        path = keras.utils.get_file("imagenet_class_index.json", IMAGENET_CLASS_INDEX,
+                                    cache_subdir="models")
+    except Exception as e:  # noqa: BLE001  (any download failure means the same to the user)
+        raise RecordkitError(
+            f"cannot fetch ImageNet class names ({e}); pass --label_path with one name per line"
+        ) from None
+    with open(path) as f:
+        index = json.load(f)
+    return [index[str(i)][1] for i in range(len(index))]

@@ -164,3 +164,32 @@ def test_export_is_atomic_and_refuses_to_overwrite(model, exported, tmp_path):
     assert (target / "stale.txt").read_text() == "old"
     export.write_atomically(str(target), lambda p: open(f"{p}/new.txt", "w").close(), overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+
+
+@pytest.mark.slow
+def test_export_from_slim_checkpoint_matches_slim_and_keras(tmp_path, images_dir):
+    """A slim Inception V3 checkpoint (original 1001-class head) exported and classified gives
+    slim's own logits and the in-memory Keras model's for the same image."""
+    from slim_checkpoints import make_checkpoint
+
+    size = 107  # slim builds AuxLogits, whose 5x5 pool needs Mixed_6e >= 5x5
+    data = (images_dir / "good0.jpg").read_bytes()
+    pixels = export.eval_preprocess(size, "inception")(tf.io.decode_jpeg(data, channels=3))
+    checkpoint, _, slim_logits = make_checkpoint(
+        "inception_v3", str(tmp_path / "inception_v3.ckpt"), size, pixels.numpy()[None]
+    )
+    (tmp_path / "imagenet.txt").write_text("".join(f"synset{i}\n" for i in range(1000)))
+    with pytest.raises(RecordkitError, match="1001 classes"):
+        export.pretrained("inception_v3", checkpoint, num_classes=1000, image_size=size,
+                          label_path=str(tmp_path / "imagenet.txt"))
+    model, info = export.pretrained("inception_v3", checkpoint, num_classes=1001, image_size=size,
+                                    label_path=str(tmp_path / "imagenet.txt"))
+    assert info.classes[:2] == ["background", "synset0"] and len(info.classes) == 1001
+    exported = export.write_saved_model(model, info, str(tmp_path / "export"))
+
+    result = classify.classify_files(classify.load(exported), [str(images_dir / "good0.jpg")])[0]
+    keras_logits = model(pixels[None], training=False).numpy()[0]
+    scale = np.abs(slim_logits[0]).max()
+    assert scale > 1.0  # random weights with a healthy scale: a wrong mapping would show
+    np.testing.assert_allclose(result.logits, slim_logits[0], atol=1e-4 * scale)
+    np.testing.assert_allclose(result.logits, keras_logits, atol=1e-5 * scale)
