@@ -65,10 +65,19 @@ def evaluate(checkpoint_path: str, dataset_dir: str, split: str = "validation", 
              batch_size: int = 32, k: int = 5, model_name: str | None = None,
              dataset_name: str | None = None) -> Report:
     """Evaluate one checkpoint (or a train_dir's newest) on `split` of a converted dataset."""
-    from recordkit import dataset, train
+    from recordkit import train
 
     model, run = train.load_for_inference(checkpoint_path)
     run = check_run(run, model_name, dataset_name)
+    run.setdefault("checkpoint", checkpoint_path)
+    return evaluate_model(model, run, dataset_dir, split, batch_size=batch_size, k=k)
+
+
+def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation", *,
+                   batch_size: int = 32, k: int = 5) -> Report:
+    """Evaluate a loaded model whose run metadata gives image size, preprocessing, classes."""
+    from recordkit import dataset
+
     info = metadata.load(dataset_dir)
     if list(info.classes) != list(run["classes"]):
         raise RecordkitError(
@@ -78,7 +87,7 @@ def evaluate(checkpoint_path: str, dataset_dir: str, split: str = "validation", 
     data = dataset.make(dataset_dir, split, image_size=int(run["image_size"]),
                         mode=run["preprocessing"], batch_size=batch_size, training=False, info=info)
     scores, targets = predict(model, data)
-    checkpoint = run.get("checkpoint", checkpoint_path)
+    checkpoint = run.get("checkpoint", "")
     report = Report(checkpoint, run.get("step", checkpoint_step(checkpoint)), info.name, split,
                     info.label_kind, len(scores), {}, {}, classes=list(info.classes))
     if info.label_kind == "single":

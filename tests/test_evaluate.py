@@ -85,3 +85,80 @@ def test_watch_evaluates_each_new_checkpoint_once_then_times_out():
                                     interval_s=10, sleep=sleep, clock=lambda: now[0]))
     assert evaluated == ["CKPT-1", "CKPT-3"]
     assert now[0] == 50  # one wait before ckpt-1, one before ckpt-3, three after it
+
+
+@pytest.fixture(scope="module")
+def toy_single(tmp_path_factory):
+    from fixtures_records import write_dataset
+
+    directory = tmp_path_factory.mktemp("toy_single")
+    return str(directory), write_dataset(str(directory), "single", 3, {"validation": 12}, 40, 2)
+
+
+def _colour_model(kernel):
+    """Logits = mean RGB (inception scaling) @ kernel: the fixture's colours make it an oracle."""
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(3, use_bias=False)
+    model = keras.Model(inputs, dense(pooled))
+    dense.set_weights([np.asarray(kernel, np.float32)])
+    return model
+
+
+def _run(info, **extra):
+    return {"model_name": "inception_v3", "image_size": 32, "preprocessing": "inception",
+            "classes": info.classes, "label_kind": info.label_kind, "dataset_name": info.name,
+            "checkpoint": "train_dir/ckpt-12.weights.h5", **extra}
+
+
+def test_evaluate_model_single_label_end_to_end(toy_single, tmp_path):
+    directory, info = toy_single
+    swapped = np.eye(3)[:, [0, 2, 1]]  # red -> class 0, green -> class 2, blue -> class 1
+    report = evaluate.evaluate_model(_colour_model(swapped), _run(info), directory, "validation",
+                                     batch_size=5, k=3)
+    assert report.num_examples == 12 and report.step == 12
+    assert report.confusion_matrix == [[4, 0, 0], [0, 0, 4], [0, 4, 0]]
+    assert report.scalars["eval/Accuracy"] == pytest.approx(1 / 3)
+    assert report.scalars["eval/Recall_3"] == 1.0
+    assert [row["recall"] for row in report.per_class.values()] == [1.0, 0.0, 0.0]
+    perfect = evaluate.evaluate_model(_colour_model(np.eye(3)), _run(info), directory)
+    assert perfect.scalars["eval/Accuracy"] == 1.0
+
+
+def test_evaluate_model_multi_label_ignores_difficult_only(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    from fixtures_records import write_dataset
+
+    from recordkit import records
+
+    info = write_dataset(str(tmp_path), "multi", 3, {"validation": 30}, 40, 2)
+    description = records.parse_spec(records.spec_for("multi"), 3)
+    masks = [tf.io.parse_single_example(r, description)
+             for r in tf.data.TFRecordDataset(info.shard_paths(str(tmp_path), "validation"))]
+    difficult = np.array([m[records.DIFFICULT_ONLY].numpy() for m in masks])
+    positives = np.array([m[records.MULTI_HOT].numpy() for m in masks])
+    assert difficult.sum() > 0  # the fixture must exercise the ignore rule
+    report = evaluate.evaluate_model(_colour_model(np.eye(3)), _run(info), str(tmp_path))
+    for c, name in enumerate(info.classes):
+        assert report.per_class[name]["ignored"] == difficult[:, c].sum()
+        assert report.per_class[name]["positives"] == positives[:, c].sum()
+        assert 0 < report.per_class[name]["ap"] <= 1
+    assert report.scalars["eval/mAP"] == pytest.approx(
+        np.mean([row["ap"] for row in report.per_class.values()]))
+    assert "eval/mAP_area" in report.scalars
+
+
+def test_run_and_dataset_mismatches_are_clear_errors(toy_single):
+    from recordkit.errors import RecordkitError
+
+    directory, info = toy_single
+    run = _run(info)
+    assert evaluate.check_run(run, "inception_v3", "toy") is run
+    with pytest.raises(RecordkitError, match="--model_name vgg_16 does not match"):
+        evaluate.check_run(run, "vgg_16")
+    with pytest.raises(RecordkitError, match="--dataset_name flowers does not match"):
+        evaluate.check_run(run, None, "flowers")
+    with pytest.raises(RecordkitError, match="wrong labels"):
+        evaluate.evaluate_model(_colour_model(np.eye(3)), _run(info, classes=["a", "b", "c"]),
+                                directory)
