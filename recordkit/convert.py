@@ -1,16 +1,14 @@
-"""Folder-per-class conversion, and running a conversion pipeline from a launcher.
+"""Running a conversion pipeline from a launching process, whatever the source format.
 
-`run` is what `recordkit convert` and `pipelines/folder_to_tfrecord.py` call: it checks the
-layout, builds the Beam pipeline, runs it on the DirectRunner (N local worker processes) unless
-Beam options name another runner, and returns what the summary needs.
+The source modules (folders.py, voc.py) build their Beam pipeline; `run_pipeline` runs it on
+the DirectRunner (N local worker processes) unless Beam options name another runner, shows
+progress for local runs, and reads back what was published for the summary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import posixpath
 import shutil
 import tempfile
 import time
@@ -21,18 +19,8 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from recordkit import folders, images, output, progress, records
+from recordkit import images, output, progress
 from recordkit.metadata import REPORT_JSON, DatasetInfo, join, load
-from recordkit.pipeline import (
-    Encoded,
-    MatchSplitFiles,
-    ProgressDoFn,
-    Skipped,
-    Target,
-    WriteDataset,
-    read_bytes,
-    sort_key,
-)
 
 DEFAULT_SEED = 0
 
@@ -66,37 +54,6 @@ class ConvertResult:
         return sum(self.report["records"].values())
 
 
-class EncodeFolderImage(ProgressDoFn):
-    """(split, path) → Encoded record, or a Skipped value on the "skipped" output."""
-
-    SKIPPED = "skipped"
-
-    def __init__(self, layout: folders.Layout, image: images.ImageOptions, seed: int, progress_dir):
-        super().__init__(progress_dir)
-        self._layout = layout
-        self._image = image
-        self._seed = seed
-
-    def process(self, element):
-        split, path = element
-        self.tick()
-        label, name, source_id = self._layout.label_of(split, path)
-        try:
-            image = images.to_rgb_jpeg(read_bytes(path), self._image)
-        except images.BadImage as e:
-            yield beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, path, str(e)))
-            return
-        except OSError as e:
-            yield beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, path, f"unreadable: {e}"))
-            return
-        values = records.image_values(
-            image.jpeg, image.height, image.width, posixpath.basename(source_id), source_id
-        )
-        values.update({records.LABEL: label, records.TEXT: name})
-        example = records.serialize(records.CLASSIFICATION_FEATURES, values)
-        yield Encoded(split, sort_key(self._seed, split, source_id), example, (name,))
-
-
 def image_description(options: images.ImageOptions) -> dict:
     size = list(options.size) if options.size else None
     return {
@@ -104,40 +61,6 @@ def image_description(options: images.ImageOptions) -> dict:
         "resize_mode": options.resize_mode if size else "none (source size, JPEG passed through)",
         "jpeg_quality": options.jpeg_quality,
     }
-
-
-def build_folder_pipeline(
-    pipeline: beam.Pipeline, options: ConvertOptions, layout: folders.Layout, staging: str, progress_dir
-):
-    info = DatasetInfo(
-        name=options.dataset_name,
-        label_kind="single",
-        classes=layout.classes,
-        splits={},
-        features=records.describe(records.CLASSIFICATION_FEATURES),
-        image=image_description(options.image),
-        seed=options.seed,
-        source={"format": "folders", "root": layout.root, "warnings": layout.warnings},
-    )
-    target = Target(
-        output_dir=options.destination,
-        staging=staging,
-        info=info,
-        num_shards={"train": options.train_shards, "validation": options.validation_shards},
-        strict=options.strict,
-    )
-    encoded = (
-        pipeline
-        | "Patterns" >> beam.Create(layout.patterns())
-        | "MatchFiles" >> MatchSplitFiles()
-        | "Encode"
-        >> beam.ParDo(EncodeFolderImage(layout, options.image, options.seed, progress_dir)).with_outputs(
-            EncodeFolderImage.SKIPPED, main="records"
-        )
-    )
-    stray = pipeline | "StrayFiles" >> beam.Create([Skipped(*s) for s in layout.stray_files])
-    skipped = (encoded[EncodeFolderImage.SKIPPED], stray) | "AllSkipped" >> beam.Flatten()
-    return (encoded.records, skipped) | "Write" >> WriteDataset(target)
 
 
 def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
@@ -158,13 +81,6 @@ def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
 def is_local(options: PipelineOptions) -> bool:
     runner = options.view_as(StandardOptions).runner or ""
     return runner in ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-
-
-def count_local_files(layout: folders.Layout) -> int | None:
-    """Total for the progress bar, where listing is cheap (a local folder)."""
-    if "://" in layout.root:
-        return None
-    return sum(len(os.listdir(os.path.dirname(pattern))) for _, pattern in layout.patterns())
 
 
 def run_pipeline(build, options: ConvertOptions, beam_args: list[str], total: int | None, show_progress: bool):
@@ -191,16 +107,3 @@ def run_pipeline(build, options: ConvertOptions, beam_args: list[str], total: in
         report = json.load(f)
     info = load(destination) if report["published"] else None
     return ConvertResult(report=report, info=info, seconds=seconds, output_dir=destination)
-
-
-def convert_folders(options: ConvertOptions, beam_args: list[str] = (), show_progress: bool = True) -> ConvertResult:
-    """Convert ROOT/{train,validation}/<class>/* into shards + label.txt + dataset.json."""
-    layout = folders.discover(options.input_dir)
-    total = count_local_files(layout) if show_progress else None
-    return run_pipeline(
-        lambda p, staging, progress_dir: build_folder_pipeline(p, options, layout, staging, progress_dir),
-        options,
-        list(beam_args),
-        total,
-        show_progress,
-    )

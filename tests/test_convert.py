@@ -11,7 +11,8 @@ from PIL import Image
 import imagegen
 from recordkit import convert, images, metadata, records
 from recordkit.cli import main
-from recordkit.convert import ConvertOptions, convert_folders
+from recordkit.convert import ConvertOptions
+from recordkit.folders import convert_folders
 from recordkit.errors import RecordkitError
 
 TUTORIAL_KEYS = {

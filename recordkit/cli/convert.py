@@ -74,7 +74,7 @@ def options_from(args):
 
 
 def run(args, beam_args) -> int:
-    from recordkit.convert import convert_folders
+    from recordkit.folders import convert_folders
 
     result = convert_folders(options_from(args), beam_args, show_progress=not args.no_progress)
     print_summary(result)
