@@ -1,0 +1,567 @@
+"""Fine-tuning: a plain custom loop around a registry model, resumable from train_dir.
+
+The loop is deliberately small: build the model, load pretrained weights (unless train_dir
+already has a checkpoint, which wins, as in TF-Slim, and we say so), freeze everything outside
+`trainable_scopes`, then step an optimizer over `dataset.make` batches. A
+`tf.train.Checkpoint` holds model, optimizer, step and the tf.data iterator, so a restarted run
+(even after kill -9: CheckpointManager only points at fully written checkpoints) continues with
+the same step, optimizer state and data position. `recordkit_run.json` records everything
+eval/export/classify need (model, size, classes, preprocessing), so they cannot get it wrong.
+
+When only the new head trains, the frozen body's features are computed once (deterministic
+eval preprocessing, no augmentation) and the head trains on the cached features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from recordkit import __version__, checkpoints, dataset, metadata, models, preprocessing
+from recordkit.errors import RecordkitError
+
+log = logging.getLogger(__name__)
+
+RUN_JSON = "recordkit_run.json"
+CHECKPOINT_NAME = "model.ckpt"
+MAX_TO_KEEP = 5
+OPTIMIZERS = ("rmsprop", "adam", "sgd", "momentum")
+DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
+LOSSES = ("softmax", "sigmoid")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one run; names and defaults follow TF-Slim's train_image_classifier.py."""
+
+    train_dir: str
+    dataset_dir: str
+    dataset_split_name: str = "train"
+    dataset_name: str | None = None
+    model_name: str = "inception_v3"
+    checkpoint_path: str | None = None
+    checkpoint_exclude_scopes: list[str] = field(default_factory=list)
+    trainable_scopes: list[str] = field(default_factory=list)
+    max_number_of_steps: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 0.01
+    learning_rate_decay_type: str = "exponential"
+    learning_rate_decay_factor: float = 0.94
+    num_epochs_per_decay: float = 2.0
+    end_learning_rate: float = 0.0001
+    optimizer: str = "rmsprop"
+    weight_decay: float = 0.00004
+    opt_epsilon: float = 1.0
+    rmsprop_momentum: float = 0.9
+    rmsprop_decay: float = 0.9
+    momentum: float = 0.9
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    save_interval_secs: float = 600
+    save_summaries_secs: float = 600
+    log_every_n_steps: int = 10
+    image_size: int | None = None
+    preprocessing: str | None = None
+    loss: str | None = None
+    dropout: float | None = None
+    augment: bool = True
+    feature_cache: str = "auto"
+    seed: int | None = None
+    strategy: str = "default"
+    mixed_precision: bool = False
+    shuffle_buffer: int = 512
+
+
+@dataclass
+class TrainResult:
+    """What a run did, for the CLI's summary line and for tests."""
+
+    start_step: int
+    step: int
+    seconds: float
+    images_per_second: float
+    last_loss: float
+    resumed_from: str | None
+    checkpoint: str
+    head_only_cached: bool
+    losses: list[float]
+
+
+# --- run metadata -----------------------------------------------------------------------------
+
+
+def read_run_metadata(train_dir: str) -> dict:
+    """The recordkit_run.json of a train_dir."""
+    path = metadata.join(train_dir, RUN_JSON)
+    if not tf.io.gfile.exists(path):
+        raise RecordkitError(f"{path} not found: is {train_dir!r} a `recordkit train` directory?")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _write_run_metadata(train_dir: str, meta: dict) -> None:
+    path = metadata.join(train_dir, RUN_JSON)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models.ModelSpec,
+                      source: checkpoints.WeightsSource) -> dict:
+    loss = cfg.loss or ("softmax" if info.label_kind == "single" else "sigmoid")
+    if loss not in LOSSES:
+        raise RecordkitError(f"unknown --loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    if loss == "softmax" and info.label_kind != "single":
+        raise RecordkitError("softmax needs one label per image; this dataset is multi-label")
+    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    return {
+        "recordkit_version": __version__,
+        "model_name": spec.name,
+        "image_size": cfg.image_size or spec.native_size,
+        "num_classes": info.num_classes,
+        "classes": list(info.classes),
+        "label_kind": info.label_kind,
+        "label_offset": 0,
+        "loss": loss,
+        "preprocessing": preprocessing.check_mode(
+            cfg.preprocessing or spec.preprocessing[source.convention]
+        ),
+        "weights": source.describe(),
+        "dataset_name": info.name,
+        "dataset_dir": cfg.dataset_dir,
+        "dataset_split_name": cfg.dataset_split_name,
+        "dropout": spec.dropout if cfg.dropout is None else cfg.dropout,
+        "seed": seed,
+        "checkpoint": "tf.train.Checkpoint(model=...) in train_dir, prefix model.ckpt-<step>",
+    }
+
+
+def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> None:
+    """A stale train_dir of another model or dataset must not be silently reused."""
+    wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes)}
+    if cfg.image_size:
+        wanted["image_size"] = cfg.image_size
+    clashes = [f"{k}: train_dir has {meta.get(k)!r}, this run {v!r}" for k, v in wanted.items()
+               if meta.get(k) != v]
+    if clashes:
+        raise RecordkitError(
+            f"{cfg.train_dir} holds another run; use a new --train_dir or delete it:\n  "
+            + "\n  ".join(clashes)
+        )
+
+
+# --- model, scopes, optimizer, losses ---------------------------------------------------------
+
+
+def build_model(meta: dict) -> keras.Model:
+    """The model a run's metadata describes (random weights)."""
+    spec = models.get(meta["model_name"])
+    return models.build(spec, meta["num_classes"], meta["image_size"], meta.get("dropout"))
+
+
+def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [l for l in model._flatten_layers(include_self=False) if not isinstance(l, keras.Model)]
+
+
+def apply_trainable_scopes(model: keras.Model, spec: models.ModelSpec, scopes: list[str]) -> list[str]:
+    """Freeze every layer with no variable under `scopes` (slim names or our layer names).
+
+    Frozen layers are `trainable=False`, so their BatchNorm runs in inference mode
+    (keras#7085). No scopes = everything trains. Returns the trainable layers' names.
+    """
+    if not scopes:
+        return [l.name for l in _leaf_layers(model) if l.weights]
+    entries = models.slim_entries(spec, model)
+    unmatched = [s for s in scopes if not any(checkpoints.in_scopes(e, [s]) for e in entries)]
+    absent = [s for s in unmatched if any(s.startswith(a) for a in spec.absent_slim_scopes)]
+    for scope in absent:
+        log.info("--trainable_scopes %s: the Keras model has no such part; ignored", scope)
+    unknown = sorted(set(unmatched) - set(absent))
+    if unknown:
+        tops = sorted({e.slim_name.rsplit("/", 2)[0] for e in entries})[:8]
+        raise RecordkitError(
+            f"--trainable_scopes {', '.join(unknown)} match no variable of {spec.name}; "
+            f"scopes look like {', '.join(tops)} (or our layer names, e.g. logits)"
+        )
+    chosen = {id(e.variable) for e in entries if checkpoints.in_scopes(e, scopes)}
+    trainable = []
+    for layer in _leaf_layers(model):
+        layer.trainable = any(id(v) in chosen for v in layer.weights)
+        if layer.trainable:
+            trainable.append(layer.name)
+    return trainable
+
+
+def learning_rate_schedule(cfg: TrainConfig, num_samples: int):
+    """Slim's schedules: fixed, exponential (staircase every num_epochs_per_decay), polynomial
+    (to end_learning_rate over max steps), and cosine (to 0 over max steps)."""
+    if cfg.learning_rate_decay_type not in DECAY_TYPES:
+        raise RecordkitError(
+            f"unknown --learning_rate_decay_type {cfg.learning_rate_decay_type!r}; "
+            f"expected one of {', '.join(DECAY_TYPES)}"
+        )
+    if cfg.learning_rate_decay_type == "fixed":
+        return cfg.learning_rate
+    if cfg.learning_rate_decay_type == "exponential":
+        decay_steps = max(1, int(num_samples / cfg.batch_size * cfg.num_epochs_per_decay))
+        return keras.optimizers.schedules.ExponentialDecay(
+            cfg.learning_rate, decay_steps, cfg.learning_rate_decay_factor, staircase=True
+        )
+    if not cfg.max_number_of_steps:
+        raise RecordkitError(f"{cfg.learning_rate_decay_type} decay needs --max_number_of_steps")
+    if cfg.learning_rate_decay_type == "polynomial":
+        return keras.optimizers.schedules.PolynomialDecay(
+            cfg.learning_rate, cfg.max_number_of_steps, cfg.end_learning_rate, power=1.0
+        )
+    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.max_number_of_steps)
+
+
+def make_optimizer(cfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
+    """Slim's optimizers with slim's defaults (note opt_epsilon=1.0 for rmsprop and adam)."""
+    if cfg.optimizer == "rmsprop":
+        opt = keras.optimizers.RMSprop(schedule, rho=cfg.rmsprop_decay,
+                                       momentum=cfg.rmsprop_momentum, epsilon=cfg.opt_epsilon)
+    elif cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(schedule, beta_1=cfg.adam_beta1, beta_2=cfg.adam_beta2,
+                                    epsilon=cfg.opt_epsilon)
+    elif cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(schedule)
+    elif cfg.optimizer == "momentum":
+        opt = keras.optimizers.SGD(schedule, momentum=cfg.momentum)
+    else:
+        raise RecordkitError(f"unknown --optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    return keras.optimizers.LossScaleOptimizer(opt) if cfg.mixed_precision else opt
+
+
+def per_example_loss(kind: str, logits: tf.Tensor, targets: dict) -> tf.Tensor:
+    """Softmax cross-entropy on `label`, or sigmoid cross-entropy on `multi_hot` averaged over
+    the entries `mask` keeps (difficult-only classes are ignored, as in the VOC devkit)."""
+    logits = tf.cast(logits, tf.float32)
+    if kind == "softmax":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(targets["label"], logits)
+    mask = targets["mask"]
+    entries = tf.nn.sigmoid_cross_entropy_with_logits(targets["multi_hot"], logits) * mask
+    return tf.reduce_sum(entries, -1) / tf.maximum(tf.reduce_sum(mask, -1), 1.0)
+
+
+def weight_decay_loss(variables: list, weight_decay: float) -> tf.Tensor:
+    """Slim's L2 regulariser on trainable kernels: weight_decay * sum(w**2) / 2."""
+    kernels = [tf.cast(v, tf.float32) for v in variables if len(v.shape) >= 2]
+    if not weight_decay or not kernels:
+        return tf.constant(0.0)
+    return weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
+
+
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    """Mean over classes of (non-interpolated) average precision, ignoring masked entries."""
+    aps = []
+    for c in range(scores.shape[1]):
+        keep = mask[:, c] > 0
+        s, y = scores[keep, c], labels[keep, c]
+        if y.sum() == 0:
+            continue
+        hits = y[np.argsort(-s, kind="stable")]
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float((precision * hits).sum() / hits.sum()))
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def _metric(kind: str, logits: np.ndarray, targets: dict) -> tuple[str, float]:
+    if kind == "softmax":
+        return "accuracy", float(np.mean(np.argmax(logits, -1) == targets["label"]))
+    return "mAP", mean_average_precision(logits, targets["multi_hot"], targets["mask"])
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise RecordkitError(f"unknown --strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+class _Run:
+    """State shared by the two input paths (tf.data batches, cached head features)."""
+
+    def __init__(self, cfg: TrainConfig, meta: dict, model, optimizer, step, strategy, spec):
+        self.cfg, self.meta, self.model, self.optimizer = cfg, meta, model, optimizer
+        self.step, self.strategy, self.spec = step, strategy, spec
+        self.trainable = model.trainable_variables
+        self.writer = tf.summary.create_file_writer(cfg.train_dir)
+
+    def train_step(self, forward):
+        """A compiled step: forward(inputs, training) → logits; returns loss, logits, targets."""
+        kind, wd, global_batch = self.meta["loss"], self.cfg.weight_decay, self.cfg.batch_size
+
+        def replica_step(inputs, targets):
+            with tf.GradientTape() as tape:
+                logits = forward(inputs)
+                loss = tf.nn.compute_average_loss(
+                    per_example_loss(kind, logits, targets), global_batch_size=global_batch
+                )
+                total = loss + tf.nn.scale_regularization_loss(weight_decay_loss(self.trainable, wd))
+                scaled = self.optimizer.scale_loss(total)
+            grads = tape.gradient(scaled, self.trainable)
+            self.optimizer.apply_gradients(zip(grads, self.trainable))
+            return loss, logits, targets
+
+        @tf.function
+        def step(inputs, targets):
+            loss, logits, targets = self.strategy.run(replica_step, args=(inputs, targets))
+            self.step.assign_add(1)
+            return (
+                self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                self.strategy.gather(logits, axis=0),
+                {k: self.strategy.gather(v, axis=0) for k, v in targets.items()},
+            )
+
+        return step
+
+    def learning_rate(self) -> float:
+        lr = self.optimizer.learning_rate
+        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+    def summarise(self, loss: float, window: deque, images=None) -> None:
+        logits = np.concatenate([w[0] for w in window])
+        targets = {k: np.concatenate([w[1][k] for w in window]) for k in window[0][1]}
+        name, value = _metric(self.meta["loss"], logits, targets)
+        step = int(self.step.numpy())
+        with self.writer.as_default(step=step):
+            _scalar("loss", loss)
+            _scalar("learning_rate", self.learning_rate())
+            _scalar(name, value)
+            if images is not None:
+                _images("inputs", images[:3])
+        self.writer.flush()
+
+
+def _plugin(name: str) -> bytes:
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=name)
+    ).SerializeToString()
+
+
+def _scalar(name: str, value: float) -> None:
+    """TensorBoard scalar via the core op (the tensorboard package is only needed to view)."""
+    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_plugin("scalars"))
+
+
+def _images(name: str, images: tf.Tensor) -> None:
+    """A few model inputs, each stretched to [0, 255], in TensorBoard's image layout."""
+    images = tf.cast(images, tf.float32)
+    low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+    pixels = tf.cast(255 * (images - low) / tf.maximum(high - low, 1e-6), tf.uint8)
+    shape = tf.strings.as_string(tf.shape(pixels)[1:3])
+    encoded = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
+    tf.summary.write(name, tf.concat([shape[::-1], encoded], 0), metadata=_plugin("images"))
+
+
+def _cached_features(run: _Run, info, dataset_dir: str) -> tuple[np.ndarray, dict]:
+    """The frozen body's outputs for every training image (eval preprocessing, inference mode)."""
+    body = keras.Model(run.model.input, run.model.get_layer(models.HEAD_DROPOUT).input)
+    ds = dataset.make(
+        dataset_dir, run.cfg.dataset_split_name, image_size=run.meta["image_size"],
+        mode=run.meta["preprocessing"], batch_size=run.cfg.batch_size, training=False, info=info,
+    )
+    features, targets = [], []
+    for images, batch_targets in ds:
+        features.append(body(images, training=False).numpy())
+        targets.append({k: v.numpy() for k, v in batch_targets.items()})
+    log.info("head-only fast path: cached %d feature vectors of size %d",
+             sum(len(f) for f in features), features[0].shape[-1])
+    return np.concatenate(features), {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
+
+
+def _stream_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
+    """The example indices of a step: epochs of seeded permutations, so position = step."""
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs = positions // n
+    out = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        out[epochs == epoch] = perm[positions[epochs == epoch] % n]
+    return out
+
+
+def _head_only(model: keras.Model) -> bool:
+    return [l.name for l in _leaf_layers(model) if l.trainable and l.weights] == [models.LOGITS]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) training in cfg.train_dir; see the module docstring."""
+    info = metadata.load(cfg.dataset_dir)
+    if cfg.dataset_name and cfg.dataset_name != info.name:
+        raise RecordkitError(
+            f"--dataset_name {cfg.dataset_name!r} but {cfg.dataset_dir}/dataset.json is {info.name!r}"
+        )
+    split = _split(info, cfg.dataset_split_name)
+    spec = models.get(cfg.model_name)
+    if cfg.batch_size < 1:
+        raise RecordkitError("--batch_size must be at least 1")
+    tf.io.gfile.makedirs(cfg.train_dir)
+    latest = tf.train.latest_checkpoint(cfg.train_dir)
+    source = checkpoints.source_for(None if latest else cfg.checkpoint_path)
+    if latest:
+        meta = read_run_metadata(cfg.train_dir)
+        _check_resumable(meta, cfg, info, spec)
+    else:
+        meta = _new_run_metadata(cfg, info, spec, source)
+        _write_run_metadata(cfg.train_dir, meta)
+    if cfg.seed is not None and cfg.seed != meta["seed"]:
+        log.warning("resuming with the run's seed %d, not --seed %d", meta["seed"], cfg.seed)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _train(cfg, meta, info, spec, source, latest, split.num_records)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _split(info: metadata.DatasetInfo, name: str) -> metadata.SplitInfo:
+    try:
+        return info.split(name)
+    except KeyError as e:
+        raise RecordkitError(str(e.args[0])) from None
+
+
+def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
+    strategy = _strategy(cfg.strategy)
+    with strategy.scope():
+        model = build_model(meta)
+        if not latest:
+            checkpoints.load(model, spec, source, cfg.checkpoint_exclude_scopes)
+        trainable_layers = apply_trainable_scopes(model, spec, cfg.trainable_scopes)
+        optimizer = make_optimizer(cfg, learning_rate_schedule(cfg, num_samples))
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    run = _Run(cfg, meta, model, optimizer, step, strategy, spec)
+    log.info("%s at %dpx, %d classes, %s loss, %s preprocessing; training %d layers (%s)",
+             spec.name, meta["image_size"], meta["num_classes"], meta["loss"], meta["preprocessing"],
+             len(trainable_layers), ", ".join(trainable_layers[:4]) + (" ..." if len(trainable_layers) > 4 else ""))
+    cached = cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and _head_only(model))
+    if cached and not _head_only(model):
+        raise RecordkitError("--feature_cache=on needs --trainable_scopes to select only the head")
+    if cached:
+        features, targets = _cached_features(run, info, cfg.dataset_dir)
+        state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    else:
+        ds = dataset.make(
+            cfg.dataset_dir, cfg.dataset_split_name, image_size=meta["image_size"],
+            mode=meta["preprocessing"], batch_size=cfg.batch_size, training=True,
+            seed=meta["seed"], info=info, augment=cfg.augment, shuffle_buffer=cfg.shuffle_buffer,
+        )
+        iterator = iter(strategy.experimental_distribute_dataset(ds))
+        state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
+    manager = tf.train.CheckpointManager(
+        state, cfg.train_dir, max_to_keep=MAX_TO_KEEP, checkpoint_name=CHECKPOINT_NAME, step_counter=step
+    )
+    if latest:
+        state.restore(latest).expect_partial()
+        log.info("resumed from %s at step %d (a checkpoint in train_dir wins: --checkpoint_path "
+                 "is not loaded again)", latest, int(step.numpy()))
+    if cached:
+        head_dropout, logits_layer = model.get_layer(models.HEAD_DROPOUT), model.get_layer(models.LOGITS)
+        step_fn = run.train_step(lambda f: logits_layer(head_dropout(f, training=True)))
+
+        def next_batch():
+            idx = _stream_indices(meta["seed"], int(step.numpy()), cfg.batch_size, len(features))
+            return features[idx], {k: v[idx] for k, v in targets.items()}, None
+    else:
+        step_fn = run.train_step(lambda images: model(images, training=True))
+
+        def next_batch():
+            images, batch_targets = next(iterator)
+            return images, batch_targets, images
+    return _loop(run, step_fn, next_batch, manager, latest, cached)
+
+
+def _loop(run: _Run, step_fn, next_batch, manager, latest, cached) -> TrainResult:
+    cfg = run.cfg
+    start = int(run.step.numpy())
+    stop = cfg.max_number_of_steps
+    if stop is not None and start >= stop:
+        log.info("train_dir is already at step %d >= --max_number_of_steps %d; nothing to do", start, stop)
+    t0 = last_save = last_summary = last_log = time.monotonic()
+    window: deque = deque(maxlen=20)
+    losses, loss = [], float("nan")
+    steps_since_log = 0
+    while stop is None or int(run.step.numpy()) < stop:
+        inputs, targets, images = next_batch()
+        loss_t, logits, batch_targets = step_fn(inputs, targets)
+        loss = float(loss_t.numpy())
+        losses.append(loss)
+        window.append((logits.numpy(), {k: v.numpy() for k, v in batch_targets.items()}))
+        steps_since_log += 1
+        current = int(run.step.numpy())
+        now = time.monotonic()
+        if not np.isfinite(loss):
+            raise RecordkitError(f"loss is {loss} at step {current}; lower --learning_rate")
+        if cfg.log_every_n_steps and current % cfg.log_every_n_steps == 0:
+            rate = steps_since_log * cfg.batch_size / max(now - last_log, 1e-9)
+            log.info("step %d%s: loss %.4f, lr %.3g, %.1f images/s", current,
+                     f"/{stop}" if stop else "", loss, run.learning_rate(), rate)
+            last_log, steps_since_log = now, 0
+        if now - last_summary >= cfg.save_summaries_secs:
+            run.summarise(loss, window, images)
+            last_summary = now
+        if now - last_save >= cfg.save_interval_secs:
+            log.info("saved %s", manager.save(checkpoint_number=current))
+            last_save = now
+    end = int(run.step.numpy())
+    if window:
+        run.summarise(loss, window)
+    path = manager.save(checkpoint_number=end) if end > start or not latest else latest
+    seconds = time.monotonic() - t0
+    rate = (end - start) * cfg.batch_size / max(seconds, 1e-9)
+    log.info("done: steps %d→%d in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s",
+             start, end, seconds, rate, loss, path)
+    return TrainResult(start, end, seconds, rate, loss, latest, path, cached, losses)
+
+
+# --- for eval / export / classify -------------------------------------------------------------
+
+
+def load_for_inference(checkpoint_path: str) -> tuple[keras.Model, dict]:
+    """(model with the run's head and trained weights, run metadata) from a train_dir (newest
+    checkpoint) or one checkpoint prefix inside it.
+
+    Feed it `preprocessing.preprocess(preprocessing.eval_image(img, meta["image_size"],
+    meta["preprocessing"]), meta["preprocessing"])`; logits index = meta["classes"] index.
+    """
+    if tf.io.gfile.isdir(checkpoint_path):
+        train_dir, prefix = checkpoint_path, tf.train.latest_checkpoint(checkpoint_path)
+        if prefix is None:
+            raise RecordkitError(f"no checkpoint in {checkpoint_path}")
+    else:
+        train_dir, prefix = os.path.dirname(checkpoint_path) or ".", checkpoint_path
+        if not tf.io.gfile.exists(prefix + ".index"):
+            raise RecordkitError(f"checkpoint {prefix} not found ({prefix}.index is missing)")
+    meta = read_run_metadata(train_dir)
+    model = build_model(meta)
+    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise RecordkitError(f"{prefix} does not match the model in {RUN_JSON}: {e}") from None
+    meta["checkpoint"] = prefix
+    return model, meta
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
