@@ -1,15 +1,91 @@
-"""`recordkit train`: not yet available."""
+"""`recordkit train`: TF-Slim's train_image_classifier flags, both spellings, onto train.train."""
 
 from __future__ import annotations
 
+import logging
 import sys
+
+from recordkit import preprocessing, train
+from recordkit.cli import flags
+
+
+def _scopes(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("train", help="(not yet available)")
-    parser.set_defaults(run=run, pass_through=True)
+    p = commands.add_parser(
+        "train",
+        help="fine-tune Inception V3 / VGG16 on converted shards (TF-Slim flags accepted)",
+        description="Fine-tune a registry model on a converted dataset. A checkpoint already in "
+        "--train_dir wins over --checkpoint_path (the run resumes). See docs/train.md.",
+    )
+    d = train.TrainConfig.__dataclass_fields__
+    req = p.add_argument_group("where")
+    flags.add(req, "train_dir", required=True, help="checkpoints, summaries, recordkit_run.json")
+    flags.add(req, "dataset_dir", required=True, help="output of `recordkit convert`")
+    flags.add(req, "dataset_split_name", default="train")
+    flags.add(req, "dataset_name", default=None, help="checked against dataset.json if given")
+    m = p.add_argument_group("model and weights")
+    flags.add(m, "model_name", default="inception_v3", help="inception_v3 | vgg_16")
+    flags.add(m, "checkpoint_path", default=None,
+              help="imagenet | a Keras .weights.h5 | a TF-Slim .ckpt (ignored when resuming)")
+    flags.add(m, "checkpoint_exclude_scopes", type=_scopes, default=[],
+              help="comma-separated slim scopes (or layer names) not to load")
+    flags.add(m, "trainable_scopes", type=_scopes, default=[],
+              help="comma-separated slim scopes (or layer names) to train; default all")
+    flags.add(m, "image_size", type=int, default=None, help="default: the model's native size")
+    flags.add(m, "preprocessing", choices=preprocessing.MODES, default=None,
+              help="default: what the weights were trained with")
+    flags.add(m, "dropout", type=float, default=None, help="before the new head; default as original")
+    o = p.add_argument_group("optimisation")
+    flags.add(o, "max_number_of_steps", type=int, default=None)
+    flags.add(o, "batch_size", type=int, default=d["batch_size"].default)
+    flags.add(o, "loss", choices=train.LOSSES, default=None,
+              help="default: softmax for single-label, sigmoid for multi-label datasets")
+    flags.add(o, "optimizer", choices=train.OPTIMIZERS, default=d["optimizer"].default)
+    flags.add(o, "learning_rate", type=float, default=d["learning_rate"].default)
+    flags.add(o, "learning_rate_decay_type", choices=train.DECAY_TYPES,
+              default=d["learning_rate_decay_type"].default)
+    for name in ("learning_rate_decay_factor", "num_epochs_per_decay", "end_learning_rate",
+                 "weight_decay", "opt_epsilon", "rmsprop_momentum", "rmsprop_decay", "momentum",
+                 "adam_beta1", "adam_beta2"):
+        flags.add(o, name, type=float, default=d[name].default)
+    r = p.add_argument_group("run")
+    flags.add(r, "save_interval_secs", type=float, default=d["save_interval_secs"].default)
+    flags.add(r, "save_summaries_secs", type=float, default=d["save_summaries_secs"].default)
+    flags.add(r, "log_every_n_steps", type=int, default=d["log_every_n_steps"].default)
+    flags.add(r, "seed", type=int, default=None, help="makes input order and augmentation repeatable")
+    flags.add(r, "no_augmentation", dest="augment", action="store_false",
+              help="train on the deterministic eval crop")
+    flags.add(r, "feature_cache", choices=("auto", "on", "off"), default="auto",
+              help="auto: when only the new head trains, train it on cached backbone features")
+    flags.add(r, "shuffle_buffer", type=int, default=d["shuffle_buffer"].default)
+    flags.add(r, "strategy", choices=train.STRATEGIES, default="default",
+              help="tf.distribute strategy: mirrored = all local GPUs")
+    flags.add(r, "mixed_precision", action="store_true", help="float16 compute (GPUs)")
+    p.set_defaults(run=run)
+
+
+def _log_to_stderr(logger: logging.Logger) -> None:
+    """Progress lines on stderr (absl's root handler would otherwise swallow or reformat them)."""
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def run(args, extra) -> int:
-    print("recordkit train: not yet available in this version", file=sys.stderr)
-    return 3
+    _log_to_stderr(logging.getLogger("recordkit"))
+    fields = train.TrainConfig.__dataclass_fields__
+    cfg = train.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    result = train.train(cfg)
+    print(
+        f"trained {cfg.model_name}: steps {result.start_step}→{result.step} in {result.seconds:.1f} s "
+        f"({result.images_per_second:.1f} images/s), final loss {result.last_loss:.4f}"
+        + (" [head on cached features]" if result.head_only_cached else "")
+        + f"\ncheckpoint: {result.checkpoint}"
+    )
+    return 0
