@@ -162,3 +162,27 @@ def test_run_and_dataset_mismatches_are_clear_errors(toy_single):
     with pytest.raises(RecordkitError, match="wrong labels"):
         evaluate.evaluate_model(_colour_model(np.eye(3)), _run(info, classes=["a", "b", "c"]),
                                 directory)
+
+
+@pytest.mark.slow
+def test_eval_cli_on_a_train_dir(tmp_path, capsys):
+    from _e5_run import tiny_run
+
+    from recordkit.cli import main
+
+    dataset_dir, train_dir = tiny_run(str(tmp_path))
+    eval_dir = tmp_path / "eval_dir"
+    args = ["eval", f"--checkpoint_path={train_dir}", f"--eval_dir={eval_dir}",
+            "--dataset_name=toy", "--dataset_split_name=validation", f"--dataset_dir={dataset_dir}",
+            "--model_name=vgg_16"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "toy/validation: 6 examples" in out and "eval/Recall_5 = 1.0000" in out
+    data = json.loads((eval_dir / "eval_2.json").read_text())
+    assert data["step"] == 2 and data["checkpoint"].endswith("model.ckpt-2")
+    assert sum(map(sum, data["confusion_matrix"])) == 6
+    assert list(eval_dir.glob("events.out.tfevents.*"))
+    assert main(args[:-1] + ["--model_name=inception_v3"]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert main(args + ["--watch", "--timeout=0", "--eval_interval_secs=0"]) == 0
+    assert "eval/Accuracy" in capsys.readouterr().out

@@ -193,3 +193,28 @@ def test_export_from_slim_checkpoint_matches_slim_and_keras(tmp_path, images_dir
     assert scale > 1.0  # random weights with a healthy scale: a wrong mapping would show
     np.testing.assert_allclose(result.logits, slim_logits[0], atol=1e-4 * scale)
     np.testing.assert_allclose(result.logits, keras_logits, atol=1e-5 * scale)
+
+
+@pytest.mark.slow
+def test_run_export_classify_round_trip(tmp_path, images_dir, capsys):
+    """train -> export (CLI) -> classify gives the in-memory model's scores."""
+    from _e5_run import tiny_run
+
+    from recordkit import train
+
+    _, train_dir = tiny_run(str(tmp_path))
+    output = str(tmp_path / "export")
+    assert main(["export", "--checkpoint_path", train_dir, "--output_dir", output,
+                 "--model_name", "vgg16"]) == 0
+    assert "3 classes, single-label, input 32x32" in capsys.readouterr().out
+    model, run = train.load_for_inference(train_dir)
+    path = str(images_dir / "good2.jpg")
+    result = classify.classify_files(classify.load(output), [path])[0]
+    image = tf.io.decode_jpeg((images_dir / "good2.jpg").read_bytes(), channels=3)
+    pixels = export.eval_preprocess(run["image_size"], run["preprocessing"])(image)
+    expected = model(pixels[None], training=False).numpy()[0]
+    np.testing.assert_allclose(result.logits, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    assert classify.load(output).classes == run["classes"]
+    assert main(["export", "--checkpoint_path", train_dir, "--output_dir", str(tmp_path / "x"),
+                 "--model_name", "inception_v3"]) == 2
+    assert "is a vgg_16 run" in capsys.readouterr().err

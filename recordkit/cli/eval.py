@@ -32,7 +32,10 @@ def register(commands) -> None:
 
 
 def run(args, extra) -> int:
-    from recordkit import evaluate, train
+    import tensorflow as tf
+
+    from recordkit import evaluate
+    from recordkit.errors import RecordkitError
 
     def evaluate_one(checkpoint: str) -> None:
         report = evaluate.evaluate(
@@ -46,7 +49,11 @@ def run(args, extra) -> int:
     if not args.watch:
         evaluate_one(args.checkpoint_path)
         return 0
-    for _ in evaluate.watch(lambda: train.latest_checkpoint(args.checkpoint_path), evaluate_one,
+    if not tf.io.gfile.isdir(args.checkpoint_path):
+        raise RecordkitError("--watch needs --checkpoint_path to be a train_dir")
+    print(f"watching {args.checkpoint_path} for new checkpoints (stops after {args.timeout:g} s "
+          "without one)", flush=True)
+    for _ in evaluate.watch(lambda: tf.train.latest_checkpoint(args.checkpoint_path), evaluate_one,
                             args.timeout, args.eval_interval_secs):
         print(flush=True)
     return 0
