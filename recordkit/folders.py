@@ -7,6 +7,8 @@ the image files themselves is left to the pipeline's workers; here only folders 
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -30,35 +32,49 @@ from recordkit.pipeline import (
 )
 
 SPLITS = ("train", "validation")
+# What a conversion writes into its output folder, which by default is the input folder.
+OWN_OUTPUTS = ("label.txt", "dataset.json", "report.json", "*.tfrecord")
 
 
 @dataclass(frozen=True)
 class Layout:
+    """The class folders to read, and how a file's split and label follow from its path.
+
+    With `validation_fraction`, ROOT/<class>/<image> is one tree and each file's split comes
+    from a seeded hash of its path inside the class folder: the split is reproducible, about
+    the same fraction of every class is held out, and adding files never moves old ones.
+    """
+
     root: str
     classes: list[str]
+    # (split, folder) per class folder; split None means "chosen per file by hash".
+    class_dirs: list[tuple[str | None, str]]
+    validation_fraction: float | None = None
     warnings: list[str] = field(default_factory=list)
     # Files that are not inside a class folder: (split, path, reason), for the report.
     stray_files: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def patterns(self) -> list[tuple[str, str]]:
+    def patterns(self) -> list[tuple[str | None, str]]:
         """(split, glob) for every class folder; `*` also matches hidden files like .DS_Store,
         so they are reported rather than silently ignored."""
-        return [
-            (split, _join(self.root, split, name, "*"))
-            for split in SPLITS
-            for name in self.classes
-            if tf.io.gfile.isdir(_join(self.root, split, name))
-        ]
+        return [(split, _join(folder, "*")) for split, folder in self.class_dirs]
 
-    def label_of(self, split: str, path: str) -> tuple[int, str, str]:
-        """(label, class name, id relative to the split folder) for a matched file."""
-        prefix = _join(self.root, split) + "/"
+    def locate(self, split: str | None, path: str, seed: int) -> tuple[str, int, str, str]:
+        """(split, label, class name, id relative to the split folder) for a matched file."""
+        prefix = (self.root if split is None else _join(self.root, split)) + "/"
         path = _posix(path)
         relative = path[len(prefix) :] if path.startswith(prefix) else ""
-        name = relative.split("/", 1)[0]
+        name, _, inside_class = relative.partition("/")
         if name not in self.classes:
             raise ValueError(f"{path} is not inside a class folder of {prefix}")
-        return self.classes.index(name), name, relative
+        if split is None:
+            split = "validation" if held_out(seed, inside_class, self.validation_fraction) else "train"
+        return split, self.classes.index(name), name, relative
+
+
+def held_out(seed: int, name: str, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 
 def _join(*parts: str) -> str:
@@ -69,43 +85,53 @@ def _posix(path: str) -> str:
     return path.replace("\\", "/")
 
 
-def _entries(directory: str) -> tuple[list[str], list[str]]:
-    """(sub-folders, files) directly inside `directory`, sorted."""
-    folders, files = [], []
+def _entries(directory: str) -> tuple[list[str], list[str], list[str]]:
+    """(sub-folders, hidden sub-folders, files) directly inside `directory`, sorted."""
+    folders, hidden, files = [], [], []
     for name in sorted(tf.io.gfile.listdir(directory)):
         name = name.rstrip("/")
-        (folders if tf.io.gfile.isdir(_join(directory, name)) else files).append(name)
-    return folders, files
+        if not tf.io.gfile.isdir(_join(directory, name)):
+            files.append(name)
+        else:
+            (hidden if name.startswith(".") else folders).append(name)
+    return folders, hidden, files
 
 
-def discover(root: str) -> Layout:
+def _check_not_empty(root: str, where: str, classes: list[str]) -> None:
+    empty = [c for c in classes if not tf.io.gfile.listdir(_join(root, where, c))]
+    if empty:
+        raise RecordkitError(
+            f"empty class folders in {_join(root, where)}: {', '.join(empty)} "
+            "(a class with no training images cannot be learned: add images or remove the folder)"
+        )
+
+
+def discover(root: str, validation_fraction: float | None = None) -> Layout:
     """Check the layout and find the classes; raise RecordkitError naming what is wrong."""
     root = _posix(root).rstrip("/") or "/"
     if not tf.io.gfile.isdir(root):
         raise RecordkitError(f"input folder {root} does not exist")
+    if validation_fraction is not None:
+        return _discover_single_tree(root, validation_fraction)
     expected = f"expected {root}/train/<class>/<image> and {root}/validation/<class>/<image>"
     missing = [s for s in SPLITS if not tf.io.gfile.isdir(_join(root, s))]
     if missing:
-        raise RecordkitError(f"no {' or '.join(s + '/' for s in missing)} folder in {root}: {expected}")
+        raise RecordkitError(
+            f"no {' or '.join(s + '/' for s in missing)} folder in {root}: {expected} "
+            "(or ROOT/<class>/<image> with --validation-fraction)"
+        )
     warnings: list[str] = []
     stray: list[tuple[str, str, str]] = []
     folders = {}
     for split in SPLITS:
-        names, files = _entries(_join(root, split))
-        hidden = [n for n in names if n.startswith(".")]
+        folders[split], hidden, files = _entries(_join(root, split))
         if hidden:
             warnings.append(f"ignored hidden folders in {split}/: {', '.join(hidden)}")
-        folders[split] = [n for n in names if not n.startswith(".")]
         stray += [(split, _join(root, split, f), "not inside a class folder") for f in files]
     classes = folders["train"]
     if not classes:
         raise RecordkitError(f"{root}/train has no class folders: {expected}")
-    empty = [c for c in classes if not tf.io.gfile.listdir(_join(root, "train", c))]
-    if empty:
-        raise RecordkitError(
-            f"empty class folders in {root}/train: {', '.join(empty)} "
-            "(a class with no training images cannot be learned: add images or remove the folder)"
-        )
+    _check_not_empty(root, "train", classes)
     unknown = sorted(set(folders["validation"]) - set(classes))
     if unknown:
         raise RecordkitError(
@@ -115,7 +141,29 @@ def discover(root: str) -> Layout:
     absent = [c for c in classes if c not in folders["validation"]]
     if absent:
         warnings.append(f"classes with no validation folder: {', '.join(absent)}")
-    return Layout(root=root, classes=classes, warnings=warnings, stray_files=stray)
+    class_dirs = [(s, _join(root, s, c)) for s in SPLITS for c in classes if c in folders[s]]
+    return Layout(root, classes, class_dirs, None, warnings, stray)
+
+
+def _discover_single_tree(root: str, fraction: float) -> Layout:
+    if not 0 < fraction < 1:
+        raise RecordkitError(f"--validation-fraction must be between 0 and 1, got {fraction}")
+    classes, hidden, files = _entries(root)
+    if set(SPLITS) & set(classes):
+        raise RecordkitError(
+            f"{root} already has train/ or validation/ folders: convert it without --validation-fraction"
+        )
+    if not classes:
+        raise RecordkitError(f"{root} has no class folders: expected {root}/<class>/<image>")
+    _check_not_empty(root, "", classes)
+    warnings = [f"ignored hidden folders in {root}: {', '.join(hidden)}"] if hidden else []
+    stray = [
+        ("(none)", _join(root, f), "not inside a class folder")
+        for f in files
+        if not any(fnmatch.fnmatch(f, pattern) for pattern in OWN_OUTPUTS)
+    ]
+    class_dirs = [(None, _join(root, c)) for c in classes]
+    return Layout(root, classes, class_dirs, fraction, warnings, stray)
 
 
 class EncodeFolderImage(ProgressDoFn):
@@ -132,7 +180,7 @@ class EncodeFolderImage(ProgressDoFn):
     def process(self, element):
         split, path = element
         self.tick()
-        label, name, source_id = self._layout.label_of(split, path)
+        split, label, name, source_id = self._layout.locate(split, path, self._seed)
         try:
             image = images.to_rgb_jpeg(read_bytes(path), self._image)
         except images.BadImage as e:
@@ -160,7 +208,12 @@ def build_pipeline(
         features=records.describe(records.CLASSIFICATION_FEATURES),
         image=image_description(options.image),
         seed=options.seed,
-        source={"format": "folders", "root": layout.root, "warnings": layout.warnings},
+        source={
+            "format": "folders",
+            "root": layout.root,
+            "validation_fraction": layout.validation_fraction,
+            "warnings": layout.warnings,
+        },
     )
     target = Target(
         output_dir=options.destination,
@@ -191,8 +244,9 @@ def count_local_files(layout: Layout) -> int | None:
 
 
 def convert_folders(options: ConvertOptions, beam_args: list[str] = (), show_progress: bool = True) -> ConvertResult:
-    """Convert ROOT/{train,validation}/<class>/* into shards + label.txt + dataset.json."""
-    layout = discover(options.input_dir)
+    """Convert ROOT/{train,validation}/<class>/* (or ROOT/<class>/* with a validation
+    fraction) into shards + label.txt + dataset.json."""
+    layout = discover(options.input_dir, options.validation_fraction)
     total = count_local_files(layout) if show_progress else None
     return run_pipeline(
         lambda p, staging, progress_dir: build_pipeline(p, options, layout, staging, progress_dir),

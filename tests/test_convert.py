@@ -265,3 +265,54 @@ def test_cli_rejects_bad_flags(dataset, capsys):
     assert main(["convert", "-t", str(dataset), "--train-shards", "0"]) == 2
     assert "--train-shards must be at least 1" in capsys.readouterr().err
     assert main(["convert", "-t", str(dataset), "--image-size", "big"]) == 2
+
+
+def split_of_each_source(out: pathlib.Path) -> dict[str, str]:
+    info = metadata.load(str(out))
+    spec = {records.SOURCE_ID: tf.io.FixedLenFeature([], tf.string)}
+    return {
+        tf.io.parse_single_example(raw, spec)[records.SOURCE_ID].numpy().decode(): split
+        for split in info.splits
+        for raw in tf.data.TFRecordDataset(info.shard_paths(str(out), split))
+    }
+
+
+def test_validation_fraction_splits_a_single_tree_stably(tmp_path):
+    root = tmp_path / "tree"
+    imagegen.write_folder_dataset(tmp_path, {"tree": {"cat": 40, "dog": 30}})
+    result = run(root, tmp_path / "out1", validation_fraction=0.25)
+    first = split_of_each_source(tmp_path / "out1")
+    assert len(first) == 70 and result.records == 70
+    info = metadata.load(str(tmp_path / "out1"))
+    assert info.source["validation_fraction"] == 0.25
+    for name, total in (("cat", 40), ("dog", 30)):  # every class is held out at about the rate
+        held = info.splits["validation"].per_class[name]
+        assert 0.1 * total <= held <= 0.45 * total, (name, held)
+    for i in range(40, 60):  # new files in every class...
+        (root / "cat" / f"new_{i}.jpg").write_bytes(imagegen.jpeg(seed=1000 + i))
+    run(root, tmp_path / "out2", validation_fraction=0.25)
+    second = split_of_each_source(tmp_path / "out2")
+    assert len(second) == 90
+    assert {k: second[k] for k in first} == first  # ...never move the old ones
+
+
+def test_validation_fraction_ignores_its_own_outputs_and_reports_strays(tmp_path):
+    imagegen.write_folder_dataset(tmp_path, {"tree": {"a": 6, "b": 6}})
+    root = tmp_path / "tree"
+    (root / "README.txt").write_text("about this data")
+    run(root, validation_fraction=0.5)  # writes shards, label.txt, dataset.json into the tree
+    result = run(root, validation_fraction=0.5)
+    assert [pathlib.Path(s["path"]).name for s in result.report["skipped"]] == ["README.txt"]
+    assert result.records == 12
+
+
+@pytest.mark.parametrize("fraction,message", [(0.0, "between 0 and 1"), (1.5, "between 0 and 1")])
+def test_validation_fraction_is_checked(tmp_path, fraction, message):
+    imagegen.write_folder_dataset(tmp_path, {"tree": {"a": 2}})
+    with pytest.raises(RecordkitError, match=message):
+        run(tmp_path / "tree", validation_fraction=fraction)
+
+
+def test_validation_fraction_refuses_an_already_split_tree(dataset):
+    with pytest.raises(RecordkitError, match="already has train/ or validation/"):
+        run(dataset, validation_fraction=0.2)
