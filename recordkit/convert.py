@@ -36,6 +36,7 @@ class ConvertOptions:
     image: images.ImageOptions = field(default_factory=images.ImageOptions)
     seed: int = DEFAULT_SEED
     strict: bool = False
+    validation_fraction: float | None = None  # split ROOT/<class>/* by a seeded hash
 
     @property
     def destination(self) -> str:

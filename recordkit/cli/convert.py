@@ -37,6 +37,9 @@ def register(commands) -> None:
               help="for images that are re-encoded (default: %(default)s)")
     flags.add(parser, "max-pixels", type=int, default=None,
               help="larger images are skipped as decompression bombs (default: Pillow's limit)")
+    flags.add(parser, "validation-fraction", type=float, default=None,
+              help="input is ROOT/<class>/* with no train/validation folders: hold out this "
+              "fraction of each class, chosen per file by a seeded hash of its name")
     flags.add(parser, "seed", type=int, default=0, help="record order seed (default: %(default)s)")
     flags.add(parser, "strict", action="store_true",
               help="any skipped file is an error: exit 1 and publish only the report")
@@ -70,6 +73,7 @@ def options_from(args):
         image=image,
         seed=args.seed,
         strict=args.strict,
+        validation_fraction=args.validation_fraction,
     )
 
 
