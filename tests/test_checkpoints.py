@@ -1,0 +1,119 @@
+"""Pretrained weights land where they should: real-layout slim checkpoints, tensor by tensor,
+and the mapped Keras model reproduces slim's own logits."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from recordkit import checkpoints, models
+from recordkit.errors import RecordkitError
+from slim_checkpoints import make_checkpoint
+
+INCEPTION_SIZE = 139
+
+
+@pytest.fixture(scope="module")
+def inception_ckpt(tmp_path_factory):
+    images = np.random.default_rng(1).uniform(-1, 1, (2, INCEPTION_SIZE, INCEPTION_SIZE, 3))
+    path, values, logits = make_checkpoint(
+        "inception_v3", str(tmp_path_factory.mktemp("slim") / "inception_v3.ckpt"),
+        INCEPTION_SIZE, images.astype(np.float32),
+    )
+    return path, values, images.astype(np.float32), logits.reshape(2, -1)
+
+
+def _assert_landed(spec, model, values, excluded=()):
+    for entry in models.slim_entries(spec, model):
+        if any(entry.slim_name.startswith(s) for s in excluded):
+            continue
+        expected = values[entry.slim_name].reshape(tuple(entry.variable.shape))
+        np.testing.assert_array_equal(entry.variable.numpy(), expected, err_msg=entry.slim_name)
+
+
+@pytest.mark.slow
+def test_inception_slim_checkpoint_tensor_by_tensor_and_logits(inception_ckpt):
+    path, values, images, slim_logits = inception_ckpt
+    spec = models.get("inception_v3")
+    model, info = checkpoints.pretrained_model("inception_v3", path, image_size=INCEPTION_SIZE)
+    assert info["num_classes"] == 1001 and info["label_offset"] == 1
+    assert info["preprocessing"] == "inception"
+    _assert_landed(spec, model, values)
+    ours = model(images, training=False).numpy()
+    assert np.abs(slim_logits).max() > 1.0  # random weights with a healthy scale
+    rel = np.abs(ours - slim_logits).max() / np.abs(slim_logits).max()
+    assert rel < 1e-4
+
+
+@pytest.mark.slow
+def test_head_mismatch_names_variable_and_both_shapes(inception_ckpt):
+    spec = models.get("inception_v3")
+    model = models.build(spec, 5, 75)
+    with pytest.raises(RecordkitError) as err:
+        checkpoints.load(model, spec, checkpoints.source_for(inception_ckpt[0]))
+    message = str(err.value)
+    assert "InceptionV3/Logits/Conv2d_1c_1x1/weights: checkpoint [1, 1, 2048, 1001], model [2048, 5]" in message
+    assert "--checkpoint_exclude_scopes" in message and "Assign" not in message
+
+
+@pytest.mark.slow
+def test_exclude_scopes_keep_initial_values(inception_ckpt):
+    path, values, _, _ = inception_ckpt
+    spec = models.get("inception_v3")
+    model = models.build(spec, 5, 75)
+    before = model.get_layer(models.LOGITS).kernel.numpy()
+    report = checkpoints.load(
+        model, spec, checkpoints.source_for(path), ["InceptionV3/Logits", "InceptionV3/AuxLogits"]
+    )
+    np.testing.assert_array_equal(model.get_layer(models.LOGITS).kernel.numpy(), before)
+    assert len(report.loaded) == 376 and len(report.excluded) == 2
+    assert all("AuxLogits" in n for n in report.unused if n.startswith("InceptionV3/"))
+    _assert_landed(spec, model, values, excluded=("InceptionV3/Logits",))
+
+
+@pytest.mark.slow
+def test_vgg_slim_checkpoint_tensor_by_tensor_and_logits(tmp_path):
+    images = np.random.default_rng(2).uniform(-100, 100, (1, 224, 224, 3)).astype(np.float32)
+    path, values, slim_logits = make_checkpoint("vgg_16", str(tmp_path / "vgg_16.ckpt"), 224, images)
+    spec = models.get("vgg_16")
+    model, info = checkpoints.pretrained_model("vgg_16", path)
+    assert info["num_classes"] == 1000 and info["label_offset"] == 0 and info["preprocessing"] == "vgg"
+    _assert_landed(spec, model, values)  # fc6 [7,7,512,4096] -> Dense [25088,4096]
+    ours = model(images, training=False).numpy()
+    slim_logits = slim_logits.reshape(ours.shape)
+    assert np.abs(ours - slim_logits).max() / np.abs(slim_logits).max() < 1e-4
+    small = models.build(spec, 5, 32)
+    with pytest.raises(RecordkitError, match=r"vgg_16/fc6/weights: checkpoint \[7, 7, 512, 4096\], model \[512, 4096\]"):
+        checkpoints.load(small, spec, checkpoints.source_for(path), ["vgg_16/fc8"])
+    checkpoints.load(small, spec, checkpoints.source_for(path), ["vgg_16/fc6", "vgg_16/fc7", "vgg_16/fc8"])
+    _assert_landed(spec, small, values, excluded=("vgg_16/fc",))
+
+
+@pytest.mark.slow
+def test_keras_weights_file_with_top(tmp_path):
+    spec = models.get("inception_v3")
+    app = keras.applications.InceptionV3(weights=None, classes=1000)
+    for v in app.weights:
+        v.assign(np.random.default_rng(len(v.path)).normal(0, 0.1, v.shape).astype("float32"))
+    path = str(tmp_path / "inception.weights.h5")
+    app.save_weights(path)
+    source = checkpoints.source_for(path)
+    assert source.kind == "keras" and spec.preprocessing[source.convention] == "inception"
+    model, info = checkpoints.pretrained_model("inception_v3", path)
+    assert info["num_classes"] == 1000
+    for ours, theirs in zip(models.slim_entries(spec, model), models.keras_application_entries(spec, app)):
+        assert ours.slim_name == theirs.slim_name
+        np.testing.assert_array_equal(ours.variable.numpy(), theirs.variable.numpy())
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 299, 299, 3)).astype("float32")
+    np.testing.assert_allclose(model(images).numpy(), app(images).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(RecordkitError, match="not found"):
+        checkpoints.source_for(str(tmp_path / "nothing.ckpt"))
+    with pytest.raises(RecordkitError, match="not found"):
+        checkpoints.source_for(str(tmp_path / "nothing.weights.h5"))
+    assert checkpoints.source_for(None).kind == "none"
+    assert checkpoints.source_for("imagenet").convention == "keras"
+    assert not os.listdir(tmp_path)

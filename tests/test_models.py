@@ -1,0 +1,46 @@
+"""The registry and its slim name maps, driven by the registry (a new model is tested too)."""
+
+import pytest
+
+from recordkit import models
+from recordkit.errors import RecordkitError
+
+MIN_SIZES = {name: models.get(name).min_size for name in models.names()}
+
+
+def test_names_and_aliases():
+    assert {"inception_v3", "vgg_16"} <= set(models.names())
+    assert models.get("vgg16") is models.get("vgg_16")
+    assert models.get("InceptionV3") is models.get("inception_v3")
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(RecordkitError, match="inception_v3.*vgg_16"):
+        models.get("resnet_v1_50")
+
+
+@pytest.mark.parametrize("name", sorted(MIN_SIZES))
+def test_slim_map_covers_every_variable_once(name):
+    spec = models.get(name)
+    model = models.build(spec, num_classes=7, image_size=spec.min_size)
+    entries = models.slim_entries(spec, model)
+    assert sorted(id(e.variable) for e in entries) == sorted(id(v) for v in model.weights)
+    names = [e.slim_name for e in entries]
+    assert len(set(names)) == len(names)
+    assert all(n.startswith(spec.slim_scope + "/") for n in names)
+    head = [e for e in entries if any(e.slim_name.startswith(s + "/") for s in spec.head_slim_scopes)]
+    assert {e.layer_name for e in head} == {models.LOGITS}
+    assert model.output.shape[-1] == 7
+
+
+@pytest.mark.parametrize("name", sorted(MIN_SIZES))
+def test_too_small_image_size_is_a_clear_error(name):
+    spec = models.get(name)
+    with pytest.raises(RecordkitError, match="image_size"):
+        models.build(spec, 3, image_size=spec.min_size - 1)
+
+
+def test_dropout_follows_the_originals():
+    assert models.get("inception_v3").dropout == pytest.approx(0.2)  # keep_prob 0.8
+    vgg = models.build(models.get("vgg_16"), 3, 32)
+    assert vgg.get_layer("dropout6").rate == 0.5 and vgg.get_layer(models.HEAD_DROPOUT).rate == 0.5
