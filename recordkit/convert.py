@@ -37,6 +37,7 @@ class ConvertOptions:
     seed: int = DEFAULT_SEED
     strict: bool = False
     validation_fraction: float | None = None  # split ROOT/<class>/* by a seeded hash
+    drop_duplicates: bool = False
 
     @property
     def destination(self) -> str:

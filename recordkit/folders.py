@@ -194,7 +194,8 @@ class EncodeFolderImage(ProgressDoFn):
         )
         values.update({records.LABEL: label, records.TEXT: name})
         example = records.serialize(records.CLASSIFICATION_FEATURES, values)
-        yield Encoded(split, sort_key(self._seed, split, source_id), example, (name,))
+        key = sort_key(self._seed, split, source_id)
+        yield Encoded(split, key, example, (name,), values[records.SHA256], path)
 
 
 def build_pipeline(
@@ -221,6 +222,7 @@ def build_pipeline(
         info=info,
         num_shards={"train": options.train_shards, "validation": options.validation_shards},
         strict=options.strict,
+        drop_duplicates=options.drop_duplicates,
     )
     encoded = (
         pipeline

@@ -48,6 +48,7 @@ class DatasetInfo:
     image: dict[str, Any]
     seed: int
     skipped: dict[str, Any] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     recordkit_version: str = __version__
 

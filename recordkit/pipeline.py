@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from recordkit import output, progress
+from recordkit import duplicates, output, progress
 from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo, SplitInfo
 from recordkit.metadata import format_labels, join, shard_name
 
@@ -29,6 +29,8 @@ class Encoded(NamedTuple):
     sort_key: bytes
     example: bytes
     counts: tuple[str, ...]  # keys added up per split for dataset.json's per_class
+    sha256: str  # of the encoded image, as in the record: finds duplicates
+    source: str  # the file it came from, for the report
 
 
 class Skipped(NamedTuple):
@@ -104,7 +106,8 @@ class Target:
     """Where and how a dataset is written; `info` describes it without its splits.
 
     `per_class` turns a split's added-up `Encoded.counts` into dataset.json's per_class entry.
-    With `strict`, any skipped file means nothing but the report is published.
+    With `strict`, any skipped file means nothing but the report is published; a skipped file
+    whose reason starts with one of `fatal_reasons` has that effect without `strict`.
     """
 
     output_dir: str
@@ -113,6 +116,8 @@ class Target:
     num_shards: dict[str, int]
     per_class: Callable[[list[str], collections.Counter], dict] = count_single_label
     strict: bool = False
+    drop_duplicates: bool = False
+    fatal_reasons: tuple[str, ...] = ()
 
     def shard_files(self, split: str) -> list[str]:
         n = self.num_shards[split]
@@ -120,14 +125,22 @@ class Target:
 
 
 class WriteDataset(beam.PTransform):
-    """(Encoded records, Skipped) → shards, label.txt, dataset.json and report.json."""
+    """(Encoded records, Skipped[, warnings]) → shards, label.txt, dataset.json and report.json.
+
+    The optional third input holds warnings found by the workers (strings); report.json lists
+    them, sorted, after the launcher's.
+    """
 
     def __init__(self, target: Target):
         super().__init__()
         self._target = target
 
     def expand(self, inputs):
-        encoded, skipped = inputs
+        encoded, skipped, *found = inputs
+        warnings = found[0] if found else encoded.pipeline | "NoWarnings" >> beam.Create([])
+        findings = encoded | "FindDuplicates" >> duplicates.FindDuplicates()
+        if self._target.drop_duplicates:
+            encoded = encoded | "DropDuplicates" >> duplicates.DropDuplicates(findings)
         ranks = (
             encoded
             | "Keys" >> beam.Map(lambda e: (e.split, e.sort_key))
@@ -144,7 +157,14 @@ class WriteDataset(beam.PTransform):
             encoded.pipeline
             | "Once" >> beam.Create([None])
             | "Publish"
-            >> beam.Map(_publish, self._target, beam.pvalue.AsList(written), beam.pvalue.AsList(skipped))
+            >> beam.Map(
+                _publish,
+                self._target,
+                beam.pvalue.AsList(written),
+                beam.pvalue.AsList(skipped),
+                beam.pvalue.AsList(findings),
+                beam.pvalue.AsList(warnings),
+            )
         )
 
 
@@ -157,14 +177,20 @@ def _write_shard(shard: tuple[tuple[str, int], list[Encoded]], target: Target) -
     return ShardWritten(split, name, len(records), dict(counts))
 
 
-def _publish(_, target: Target, written: list[ShardWritten], skipped: list[Skipped]) -> dict:
+def _publish(
+    _, target: Target, written: list[ShardWritten], skipped: list[Skipped], findings: list,
+    warnings: list[str],
+) -> dict:
     skipped = sorted(skipped)
+    findings = sorted(findings, key=lambda f: (duplicates.KINDS.index(f.kind), f.copies))
     info = _complete_info(target, written, skipped)
+    info.duplicates = duplicates.summarize(findings, target.drop_duplicates)
     report = {
-        "published": not (target.strict and skipped),
+        "published": not any(target.strict or s.reason.startswith(target.fatal_reasons) for s in skipped),
         "records": {split: s.num_records for split, s in info.splits.items()},
         "skipped": [s._asdict() for s in skipped],
-        "warnings": info.source.get("warnings", []),
+        "duplicates": [f.as_json(target.drop_duplicates) for f in findings],
+        "warnings": info.source.get("warnings", []) + sorted(warnings),
     }
     report_text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if not report["published"]:

@@ -316,3 +316,58 @@ def test_validation_fraction_is_checked(tmp_path, fraction, message):
 def test_validation_fraction_refuses_an_already_split_tree(dataset):
     with pytest.raises(RecordkitError, match="already has train/ or validation/"):
         run(dataset, validation_fraction=0.2)
+
+
+def plant_duplicates(root: pathlib.Path) -> None:
+    """water/water_0 copied: within train, into validation, and into the glacier class."""
+    image = (root / "train" / "water" / "water_0.jpg").read_bytes()
+    (root / "train" / "water" / "copy_within.jpg").write_bytes(image)
+    (root / "validation" / "water" / "copy_leak.jpg").write_bytes(image)
+    other = (root / "train" / "rock" / "rock_0.jpg").read_bytes()
+    (root / "train" / "glacier" / "mislabelled.jpg").write_bytes(other)
+
+
+def copies(finding: dict) -> list[tuple[str, str]]:
+    return [(c["split"], pathlib.Path(c["path"]).name) for c in finding["copies"]]
+
+
+def test_duplicates_are_reported_and_all_kept_by_default(dataset, tmp_path):
+    plant_duplicates(dataset)
+    result = run(dataset, tmp_path / "out")
+    findings = result.report["duplicates"]
+    assert [(f["kind"], copies(f)) for f in findings] == [
+        ("across_splits", [("train", "copy_within.jpg"), ("train", "water_0.jpg"),
+                           ("validation", "copy_leak.jpg")]),
+        ("conflicting_labels", [("train", "mislabelled.jpg"), ("train", "rock_0.jpg")]),
+    ]
+    assert all(f["dropped"] == [] for f in findings)
+    assert result.records == 17 + 3
+    assert metadata.load(str(tmp_path / "out")).duplicates == {
+        "within_split": 0, "across_splits": 1, "conflicting_labels": 1, "dropped": 0}
+
+
+def test_within_split_duplicate(dataset, tmp_path):
+    image = (dataset / "train" / "rock" / "rock_1.jpg").read_bytes()
+    (dataset / "train" / "rock" / "again.jpg").write_bytes(image)
+    findings = run(dataset, tmp_path / "out").report["duplicates"]
+    assert [(f["kind"], copies(f)) for f in findings] == [
+        ("within_split", [("train", "again.jpg"), ("train", "rock_1.jpg")])]
+
+
+def test_drop_duplicates_keeps_one_train_copy_and_drops_conflicts(dataset, tmp_path, capsys):
+    plant_duplicates(dataset)
+    out = tmp_path / "out"
+    code = main(["convert", "-t", str(dataset), "--output-dir", str(out), "--num-threads", "1",
+                 "--dataset-name", "ds", "--drop-duplicates", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "1 in both train and validation, 1 under different labels" in printed
+    assert "--drop-duplicates left out 4 copies" in printed
+    info = metadata.load(str(out))
+    names = {split: sorted(r["image/filename"].decode() for r in read_records(info.shard_paths(str(out), split)))
+             for split in info.splits}
+    assert "copy_within.jpg" in names["train"]  # first train copy by path is kept
+    assert "water_0.jpg" not in names["train"] and "copy_leak.jpg" not in names["validation"]
+    assert "mislabelled.jpg" not in names["train"] and "rock_0.jpg" not in names["train"]
+    assert info.splits["train"].num_records == 12 + 2 - 3
+    assert info.duplicates["dropped"] == 4

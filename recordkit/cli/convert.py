@@ -43,6 +43,9 @@ def register(commands) -> None:
     flags.add(parser, "seed", type=int, default=0, help="record order seed (default: %(default)s)")
     flags.add(parser, "strict", action="store_true",
               help="any skipped file is an error: exit 1 and publish only the report")
+    flags.add(parser, "drop-duplicates", action="store_true",
+              help="keep one copy of identical images: the first train copy (by path); an image "
+              "under different labels is dropped everywhere (default: keep all, report them)")
     flags.add(parser, "no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run, pass_through=True)
 
@@ -74,6 +77,7 @@ def options_from(args):
         seed=args.seed,
         strict=args.strict,
         validation_fraction=args.validation_fraction,
+        drop_duplicates=args.drop_duplicates,
     )
 
 
@@ -100,6 +104,7 @@ def print_summary(result) -> None:
             print(f"  ... and {len(skipped) - 10} more")
     else:
         print("skipped: 0 files")
+    print_duplicates(report["duplicates"])
     rate = result.records / result.seconds if result.seconds else 0.0
     print(f"time: {result.seconds:.1f} s, {rate:.0f} images/s")
     if result.info is None:
@@ -107,3 +112,21 @@ def print_summary(result) -> None:
     else:
         shards = sum(s.num_shards for s in result.info.splits.values())
         print(f"wrote {shards} shards, label.txt and dataset.json to {result.output_dir}")
+
+
+def print_duplicates(findings: list[dict]) -> None:
+    if not findings:
+        print("duplicates: none")
+        return
+    kinds = {"within_split": "within a split", "across_splits": "in both train and validation",
+             "conflicting_labels": "under different labels"}
+    counts = ", ".join(f"{sum(f['kind'] == k for f in findings)} {text}" for k, text in kinds.items())
+    dropped = sum(len(f["dropped"]) for f in findings)
+    print(f"duplicates: {counts} (details in report.json)")
+    for finding in findings[:5]:
+        paths = " = ".join(f"{c['path']} [{','.join(c['label'])}]" for c in finding["copies"])
+        print(f"  {kinds[finding['kind']]}: {paths}")
+    if len(findings) > 5:
+        print(f"  ... and {len(findings) - 5} more")
+    if dropped:
+        print(f"  --drop-duplicates left out {dropped} copies")
