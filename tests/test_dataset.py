@@ -1,0 +1,93 @@
+"""Input pipeline and preprocessing: keys via records, determinism with a seed, conventions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fixtures_records import write_dataset
+from recordkit import dataset, preprocessing
+from recordkit.errors import RecordkitError
+
+
+@pytest.fixture(scope="module")
+def single_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("single"))
+    write_dataset(path, "single", num_classes=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def multi_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("multi"))
+    write_dataset(path, "multi", num_classes=4)
+    return path
+
+
+def _take(directory, seed, n=3, **kwargs):
+    kwargs = {"image_size": 32, "mode": "inception", "batch_size": 4, "training": True, **kwargs}
+    ds = dataset.make(directory, "train", seed=seed, **kwargs)
+    return [(x.numpy(), t["label"].numpy()) for x, t in ds.take(n)]
+
+
+def test_training_input_is_deterministic_with_a_seed(single_dir):
+    first, again, other = _take(single_dir, 7), _take(single_dir, 7), _take(single_dir, 8)
+    for (xa, ya), (xb, yb) in zip(first, again):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+
+
+def test_batches_shapes_and_ranges(single_dir):
+    for mode, low, high in [("inception", -1.0, 1.0), ("vgg", -124.0, 152.0), ("caffe", -124.0, 152.0)]:
+        (x, y), = _take(single_dir, 1, n=1, mode=mode)
+        assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32
+        assert low <= x.min() and x.max() <= high
+        assert set(y) <= {0, 1, 2}
+
+
+def test_eval_is_one_deterministic_pass_in_file_order(single_dir):
+    def run():
+        ds = dataset.make(single_dir, "validation", image_size=32, mode="vgg", batch_size=5, training=False)
+        return [(x.numpy(), t["label"].numpy()) for x, t in ds]
+
+    first, second = run(), run()
+    assert [len(y) for _, y in first] == [5, 5, 2]
+    for (xa, ya), (xb, yb) in zip(first, second):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_multi_label_targets_mask_difficult_only(multi_dir):
+    ds = dataset.make(multi_dir, "validation", image_size=32, mode="vgg", batch_size=12, training=False)
+    _, targets = next(iter(ds))
+    hot, mask = targets["multi_hot"].numpy(), targets["mask"].numpy()
+    assert hot.shape == mask.shape == (12, 4)
+    assert "label" not in targets
+    assert (mask == 0).any() and not (hot[mask == 0]).any()  # difficult-only: ignored, not positive
+
+
+def test_unknown_split_is_a_clear_error(single_dir):
+    with pytest.raises(RecordkitError, match="no split 'test'"):
+        dataset.make(single_dir, "test", image_size=32, mode="vgg", batch_size=2, training=False)
+
+
+def test_preprocess_conventions():
+    pixel = tf.constant([[[255, 0, 128]]], tf.uint8)
+    np.testing.assert_allclose(preprocessing.preprocess(pixel, "inception"), [[[1.0, -1.0, 128 / 127.5 - 1]]], atol=1e-6)
+    np.testing.assert_allclose(preprocessing.preprocess(pixel, "vgg"), [[[255 - 123.68, -116.78, 128 - 103.94]]], rtol=1e-6)
+    # caffe: BGR order, BGR means
+    np.testing.assert_allclose(preprocessing.preprocess(pixel, "caffe"), [[[128 - 103.939, -116.779, 255 - 123.68]]], rtol=1e-6)
+    with pytest.raises(RecordkitError, match="inception, vgg, caffe"):
+        preprocessing.preprocess(pixel, "torch")
+
+
+@pytest.mark.parametrize("mode", preprocessing.MODES)
+def test_eval_and_train_geometry(mode):
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (40, 60, 3)), tf.uint8)
+    out = preprocessing.eval_image(image, 32, mode)
+    assert out.shape == (32, 32, 3)
+    np.testing.assert_array_equal(out, preprocessing.eval_image(image, 32, mode))
+    seed = tf.constant([1, 2], tf.int64)
+    a = preprocessing.train_image(image, 32, mode, seed)
+    assert a.shape == (32, 32, 3)
+    np.testing.assert_array_equal(a, preprocessing.train_image(image, 32, mode, seed))
