@@ -1,0 +1,616 @@
+"""PASCAL VOC conversion: Annotations/<id>.xml + JPEGImages/<id>.jpg → multi-label shards.
+
+Labels follow the VOC devkit exactly, so they agree with its ImageSets/Main/<class>_<split>.txt:
+per image and class, 1 if at least one non-difficult object, 0 ("difficult only", ignored when
+scoring) if every object of the class is difficult, -1 otherwise. Records keep the 1s as
+image/class/multi_hot and the 0s as image/class/difficult_only, plus the objects under the TF
+Object Detection API keys.
+
+Annotation files come from anyone. They are parsed with entity resolution, DTD loading and the
+network off, and any DOCTYPE is rejected outright, so an XXE or entity-expansion file is
+reported and nothing it points at is read. The image is always JPEGImages/<id>.jpg; the XML's
+<filename> and <path> can point anywhere and are ignored.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import math
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from lxml import etree
+from PIL import Image
+
+from recordkit import images, records
+from recordkit.convert import ConvertOptions, ConvertResult, image_description, run_pipeline
+from recordkit.errors import RecordkitError
+from recordkit.metadata import DatasetInfo, parse_labels
+from recordkit.pipeline import Encoded, ProgressDoFn, Skipped, Target, WriteDataset, read_bytes, sort_key
+
+# The devkit's order (VOCinit.m): label i in label.txt is VOC_CLASSES[i].
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+SPLITS = ("train", "validation")  # what the first and second --splits entry are written as
+UNKNOWN_CLASS = "unknown class"  # reason prefix of images held back by --unknown-classes error
+UNKNOWN_CLASS_POLICIES = ("error", "skip")
+POSITIVE, DIFFICULT_ONLY, NEGATIVE = 1, 0, -1  # the devkit's values
+BOX_CONVENTION = (
+    "pixel coordinate / decoded image size, as the TF Object Detection API's "
+    "create_pascal_tf_record.py; clipped to [0, 1]; object class ids are 0-based into label.txt"
+)
+
+# An id becomes a file name under Annotations/ and JPEGImages/: no separators, so it cannot
+# climb out of the dataset, and no whitespace (the devkit's files separate fields with it).
+_IMAGE_ID = re.compile(r"[^/\\\s\x00]+")
+_EXIF_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_HOSTILE = (
+    "hostile XML: DOCTYPE/entity declarations are not allowed in annotations "
+    "(XXE or entity expansion); nothing they reference was read"
+)
+
+
+class BadAnnotation(ValueError):
+    """The XML cannot be used; the message is the reason that goes in the report."""
+
+
+@dataclass(frozen=True)
+class VocObject:
+    name: str
+    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in pixels, as written
+    difficult: bool
+    truncated: bool
+    pose: str
+
+
+@dataclass(frozen=True)
+class Annotation:
+    size: tuple[int, int] | None  # (height, width) that <size> states, None if absent or 0
+    objects: tuple[VocObject, ...]
+
+
+# --- XML and labels: pure functions ---------------------------------------------------------
+
+
+def parse_annotation(data: bytes) -> Annotation:
+    """Parse one VOC annotation, or raise BadAnnotation with the reason.
+
+    Missing <difficult>/<truncated>/<pose> default to 0/0/Unspecified and an image with no
+    <object> is an image with no objects (both crashed the tools users come from).
+    """
+    parser = etree.XMLParser(  # one per call: lxml parsers must not be shared across threads
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as e:
+        # libxml2 stops entity-expansion bombs itself; say why rather than "malformed".
+        raise BadAnnotation(_HOSTILE if _declares_dtd(data) else f"malformed XML: {e}") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise BadAnnotation(_HOSTILE)
+    if root.tag != "annotation":
+        raise BadAnnotation(f"bad annotation: root element is <{root.tag}>, expected <annotation>")
+    objects = tuple(_object(i, element) for i, element in enumerate(root.findall("object"), 1))
+    return Annotation(_size(root), objects)
+
+
+def _declares_dtd(data: bytes) -> bool:
+    return any(marker.encode(codec) in data for marker in ("<!DOCTYPE", "<!ENTITY")
+               for codec in ("utf-8", "utf-16-le", "utf-16-be"))
+
+
+def _text(element, tag: str) -> str:
+    child = element.find(tag)
+    return (child.text or "").strip() if child is not None else ""
+
+
+def _size(root) -> tuple[int, int] | None:
+    size = root.find("size")
+    if size is None:
+        return None
+    try:
+        height, width = int(float(_text(size, "height"))), int(float(_text(size, "width")))
+    except ValueError:
+        return None
+    return (height, width) if height > 0 and width > 0 else None
+
+
+def _number(element, tag: str, what: str) -> float:
+    text = _text(element, tag)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadAnnotation(f"bad annotation: {what} has <{tag}> {text!r}, not a number")
+    return value
+
+
+def _flag(element, tag: str, what: str) -> bool:
+    text = _text(element, tag)
+    if text not in ("", "0", "1"):
+        raise BadAnnotation(f"bad annotation: {what} has <{tag}> {text!r}, expected 0 or 1")
+    return text == "1"
+
+
+def _object(index: int, element) -> VocObject:
+    name = _text(element, "name")
+    if not name:
+        raise BadAnnotation(f"bad annotation: object {index} has no <name>")
+    what = f"object {index} ({name})"
+    bndbox = element.find("bndbox")
+    if bndbox is None:
+        raise BadAnnotation(f"bad annotation: {what} has no <bndbox>")
+    xmin, ymin, xmax, ymax = (_number(bndbox, tag, what) for tag in ("xmin", "ymin", "xmax", "ymax"))
+    if xmin > xmax or ymin > ymax:
+        raise BadAnnotation(f"bad annotation: {what} has an inverted box ({xmin}, {ymin}, {xmax}, {ymax})")
+    return VocObject(
+        name=name,
+        box=(xmin, ymin, xmax, ymax),
+        difficult=_flag(element, "difficult", what),
+        truncated=_flag(element, "truncated", what),
+        pose=_text(element, "pose") or "Unspecified",
+    )
+
+
+def devkit_values(objects: Iterable[VocObject], classes: Sequence[str]) -> list[int]:
+    """Per class, what the devkit's <class>_<split>.txt says for this image: 1, 0 or -1."""
+    value = dict.fromkeys(classes, NEGATIVE)
+    for obj in objects:
+        if obj.name in value:
+            value[obj.name] = max(value[obj.name], DIFFICULT_ONLY if obj.difficult else POSITIVE)
+    return [value[name] for name in classes]
+
+
+def split_unknown(objects: Iterable[VocObject], classes: Sequence[str]) -> tuple[list[VocObject], list[str]]:
+    """(objects of known classes, sorted names of the unknown classes)."""
+    known = [o for o in objects if o.name in classes]
+    return known, sorted({o.name for o in objects if o.name not in classes})
+
+
+def normalised_boxes(
+    objects: Sequence[VocObject], height: int, width: int
+) -> tuple[list[tuple[float, float, float, float]], list[int]]:
+    """(xmin, ymin, xmax, ymax) as fractions of the image, clipped to [0, 1], and the 1-based
+    numbers of the objects whose box reached outside the image (reported, never dropped: the
+    labels do not depend on boxes)."""
+    boxes, clipped = [], []
+    for number, obj in enumerate(objects, 1):
+        xmin, ymin, xmax, ymax = obj.box
+        if xmin < 0 or ymin < 0 or xmax > width or ymax > height:
+            clipped.append(number)
+        boxes.append(tuple(
+            min(max(v / size, 0.0), 1.0)
+            for v, size in ((xmin, width), (ymin, height), (xmax, width), (ymax, height))
+        ))
+    return boxes, clipped
+
+
+def parse_image_ids(text: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """An ImageSets/Main/<split>.txt: the ids in order, and (id, reason) for rejected lines."""
+    ids, rejected, seen = [], [], set()
+    for line in text.splitlines():
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if not _IMAGE_ID.fullmatch(image_id):
+            rejected.append((image_id, f"invalid image id: {image_id!r} (ids are file names, not paths)"))
+        elif image_id in seen:
+            rejected.append((image_id, f"duplicate image id: {image_id} is listed more than once"))
+        else:
+            seen.add(image_id)
+            ids.append(image_id)
+    return ids, rejected
+
+
+def parse_class_file(text: str) -> tuple[dict[str, int], list[str]]:
+    """An ImageSets/Main/<class>_<split>.txt: id → 1/0/-1, and a problem per unreadable line."""
+    values, problems = {}, []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("1", "0", "-1"):
+            problems.append(f"line {number} is {line.strip()!r}, expected '<id> 1|0|-1'")
+            continue
+        values[fields[0]] = int(fields[1])
+    return values, problems
+
+
+def devkit_disagreement(
+    image_id: str, computed: Sequence[int], listed: Mapping[int, int], classes: Sequence[str], voc_split: str
+) -> str | None:
+    """One line naming every class where `computed` and the devkit's files differ, or None."""
+    differences = []
+    for index, name in enumerate(classes):
+        if index not in listed:
+            differences.append(f"{name} {computed[index]} here, absent from {name}_{voc_split}.txt")
+        elif listed[index] != computed[index]:
+            differences.append(f"{name} {computed[index]} here, {listed[index]} in {name}_{voc_split}.txt")
+    if not differences:
+        return None
+    return f"devkit check: {image_id} ({voc_split}): " + "; ".join(differences)
+
+
+def load_classes(spec: str | None) -> tuple[str, ...]:
+    """--classes: a label.txt (one name per line, or TF-Slim's i:name) or a comma-separated
+    list; None gives the 20 VOC classes in the devkit's order."""
+    if spec is None:
+        return VOC_CLASSES
+    if tf.io.gfile.exists(spec):
+        with tf.io.gfile.GFile(spec) as f:
+            names = parse_labels(f.read())
+    else:
+        names = [name.strip() for name in spec.split(",")]
+    if not names or not all(names):
+        raise RecordkitError(f"--classes {spec!r}: expected a label.txt or a list like 'cat,dog'")
+    repeated = sorted(n for n, count in collections.Counter(names).items() if count > 1)
+    if repeated:
+        raise RecordkitError(f"--classes lists {', '.join(repeated)} more than once")
+    return tuple(names)
+
+
+# --- The dataset on disk ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VocOptions:
+    """What VOC adds to ConvertOptions: the devkit splits written as train and validation."""
+
+    splits: tuple[str, str] = ("trainval", "test")
+    classes: tuple[str, ...] = VOC_CLASSES
+    check_devkit: bool = False  # compare with ImageSets/Main/<class>_<split>.txt
+    unknown_classes: str = "error"  # or "skip": drop those objects, keep the image, warn
+
+
+@dataclass(frozen=True)
+class VocLayout:
+    root: str
+    splits: dict[str, str]  # our split → VOC split, e.g. {"train": "trainval", "validation": "test"}
+    classes: tuple[str, ...]
+    check_devkit: bool
+    skip_unknown: bool
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def split_file(self, voc_split: str) -> str:
+        return self.path("ImageSets", "Main", f"{voc_split}.txt")
+
+    def class_file(self, name: str, voc_split: str) -> str:
+        return self.path("ImageSets", "Main", f"{name}_{voc_split}.txt")
+
+    def annotation(self, image_id: str) -> str:
+        return self.path("Annotations", f"{image_id}.xml")
+
+    def image(self, image_id: str) -> str:
+        return self.path("JPEGImages", f"{image_id}.jpg")
+
+    def source(self) -> dict:
+        """dataset.json's `source`: where each split came from and how labels were made."""
+        return {
+            "format": "voc",
+            "root": self.root,
+            "splits": dict(self.splits),
+            "classes": "VOC devkit" if self.classes == VOC_CLASSES else "--classes",
+            "unknown_classes": "skip" if self.skip_unknown else "error",
+            "devkit_check": self.check_devkit,
+            "boxes": BOX_CONVENTION,
+            "warnings": [],
+        }
+
+
+def discover(root: str, voc: VocOptions, image: images.ImageOptions) -> VocLayout:
+    """Check the VOC layout and the options; raise RecordkitError naming what is wrong."""
+    root = root.replace("\\", "/").rstrip("/") or "/"
+    if not tf.io.gfile.isdir(root):
+        raise RecordkitError(f"VOC root {root} does not exist")
+    missing = [d for d in ("Annotations", "JPEGImages", "ImageSets/Main") if not tf.io.gfile.isdir(f"{root}/{d}")]
+    if missing:
+        raise RecordkitError(
+            f"{root} is not a VOC dataset: no {', '.join(d + '/' for d in missing)} "
+            "(expected Annotations/<id>.xml, JPEGImages/<id>.jpg, ImageSets/Main/<split>.txt)"
+        )
+    if len(voc.splits) != 2 or len(set(voc.splits)) != 2 or not all(voc.splits):
+        raise RecordkitError(
+            f"--splits needs two different VOC splits (written as train and validation), got {','.join(voc.splits)!r}"
+        )
+    if image.size is not None and image.resize_mode != "stretch":
+        raise RecordkitError(
+            "--resize-mode crop would cut objects off and change the labels; VOC images are "
+            "resized with stretch (boxes stay correct as fractions of the image)"
+        )
+    if voc.unknown_classes not in UNKNOWN_CLASS_POLICIES:
+        raise RecordkitError(f"--unknown-classes must be one of {', '.join(UNKNOWN_CLASS_POLICIES)}")
+    layout = VocLayout(
+        root=root,
+        splits=dict(zip(SPLITS, voc.splits)),
+        classes=tuple(voc.classes),
+        check_devkit=voc.check_devkit,
+        skip_unknown=voc.unknown_classes == "skip",
+    )
+    absent = [layout.split_file(s) for s in voc.splits if not tf.io.gfile.exists(layout.split_file(s))]
+    if voc.check_devkit:
+        absent += [
+            layout.class_file(c, s) for s in voc.splits for c in layout.classes
+            if not tf.io.gfile.exists(layout.class_file(c, s))
+        ]
+    if absent:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        raise RecordkitError(f"missing {shown}" + (" (needed by --check-devkit)" if voc.check_devkit else ""))
+    return layout
+
+
+# --- One image ---------------------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    """An input that goes to the report: the file at fault and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VocRecord:
+    example: bytes
+    sha256: str
+    devkit: tuple[int, ...]  # the devkit's 1/0/-1 per class
+    warnings: tuple[str, ...]
+
+
+def _upright_size(data: bytes) -> tuple[int, int]:
+    """(height, width) of the image as displayed, before any --image-size resize: the frame
+    the annotator drew the boxes in. Reads the header only."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if image.getexif().get(_EXIF_ORIENTATION, 1) in _QUARTER_TURNS:
+            width, height = height, width
+    return height, width
+
+
+def _read_annotation(layout: VocLayout, voc_split: str, image_id: str) -> tuple[Annotation, str]:
+    path = layout.annotation(image_id)
+    if not FileSystems.exists(path):
+        raise Rejected(path, f"missing annotation: {image_id} is listed in {voc_split}.txt but has no XML")
+    try:
+        return parse_annotation(read_bytes(path)), path
+    except BadAnnotation as e:
+        raise Rejected(path, str(e)) from None
+
+
+def _read_image(layout: VocLayout, image_id: str, options: images.ImageOptions):
+    path = layout.image(image_id)
+    if not FileSystems.exists(path):
+        raise Rejected(path, f"missing image: no JPEGImages/{image_id}.jpg for Annotations/{image_id}.xml")
+    try:
+        data = read_bytes(path)
+        return images.to_rgb_jpeg(data, options), _upright_size(data)
+    except images.BadImage as e:
+        raise Rejected(path, str(e)) from None
+    except OSError as e:
+        raise Rejected(path, f"unreadable: {e}") from None
+
+
+def encode_image(layout: VocLayout, voc_split: str, image_id: str, options: images.ImageOptions) -> VocRecord:
+    """Annotation + image → one record; raises Rejected for anything that goes to the report.
+
+    The image's own decoded size is trusted over the XML's <size>: boxes are normalised by it,
+    and a disagreement is a warning.
+    """
+    annotation, xml_path = _read_annotation(layout, voc_split, image_id)
+    objects, unknown = split_unknown(annotation.objects, layout.classes)
+    warnings = []
+    if unknown and not layout.skip_unknown:
+        raise Rejected(xml_path, f"{UNKNOWN_CLASS}: {', '.join(unknown)} (not in the class list)")
+    if unknown:
+        warnings.append(f"{xml_path}: dropped objects of classes not in the class list: {', '.join(unknown)}")
+    image, (height, width) = _read_image(layout, image_id, options)
+    if annotation.size and annotation.size != (height, width):
+        warnings.append(
+            f"{xml_path}: <size> says {annotation.size[1]}x{annotation.size[0]} but the image is "
+            f"{width}x{height}; boxes normalised by the image"
+        )
+    boxes, clipped = normalised_boxes(objects, height, width)
+    if clipped:
+        numbers = ", ".join(f"{n} ({objects[n - 1].name})" for n in clipped)
+        warnings.append(f"{xml_path}: boxes of objects {numbers} reach outside the {width}x{height} image; clipped")
+    devkit = devkit_values(objects, layout.classes)
+    values = records.image_values(image.jpeg, image.height, image.width, f"{image_id}.jpg", image_id)
+    values.update({
+        records.MULTI_HOT: [int(v == POSITIVE) for v in devkit],
+        records.DIFFICULT_ONLY: [int(v == DIFFICULT_ONLY) for v in devkit],
+        records.BBOX_XMIN: [b[0] for b in boxes],
+        records.BBOX_YMIN: [b[1] for b in boxes],
+        records.BBOX_XMAX: [b[2] for b in boxes],
+        records.BBOX_YMAX: [b[3] for b in boxes],
+        records.OBJECT_LABEL: [layout.classes.index(o.name) for o in objects],
+        records.OBJECT_TEXT: [o.name for o in objects],
+        records.OBJECT_DIFFICULT: [int(o.difficult) for o in objects],
+        records.OBJECT_TRUNCATED: [int(o.truncated) for o in objects],
+        records.OBJECT_VIEW: [o.pose for o in objects],
+    })
+    example = records.serialize(records.MULTI_LABEL_FEATURES, values)
+    return VocRecord(example, values[records.SHA256], tuple(devkit), tuple(warnings))
+
+
+def label_counts(classes: Sequence[str], devkit: Sequence[int]) -> tuple[str, ...]:
+    """Encoded.counts keys: '<class>/positive' and '<class>/difficult_only'."""
+    kinds = {POSITIVE: "positive", DIFFICULT_ONLY: "difficult_only"}
+    return tuple(f"{name}/{kinds[v]}" for name, v in zip(classes, devkit) if v in kinds)
+
+
+def count_multi_label(classes: list[str], counts: collections.Counter) -> dict[str, dict[str, int]]:
+    """dataset.json per_class: {class: {"positive": n, "difficult_only": m}}."""
+    return {
+        name: {kind: counts.get(f"{name}/{kind}", 0) for kind in ("positive", "difficult_only")}
+        for name in classes
+    }
+
+
+# --- The pipeline --------------------------------------------------------------------------------
+
+
+class EncodeVocImage(ProgressDoFn):
+    """(split, image id) → Encoded, or Skipped; warnings and (for the devkit check) the
+    computed 1/0/-1 labels on their own outputs."""
+
+    SKIPPED = "skipped"
+    WARNINGS = "warnings"
+    LABELS = "labels"
+
+    def __init__(self, layout: VocLayout, image: images.ImageOptions, seed: int, progress_dir):
+        super().__init__(progress_dir)
+        self._layout = layout
+        self._image = image
+        self._seed = seed
+
+    def process(self, element):
+        split, image_id = element
+        self.tick()
+        try:
+            record = encode_image(self._layout, self._layout.splits[split], image_id, self._image)
+        except Rejected as e:
+            yield beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, e.path, e.reason))
+            return
+        for warning in record.warnings:
+            yield beam.pvalue.TaggedOutput(self.WARNINGS, warning)
+        if self._layout.check_devkit:
+            yield beam.pvalue.TaggedOutput(self.LABELS, ((split, image_id), record.devkit))
+        counts = label_counts(self._layout.classes, record.devkit)
+        key = sort_key(self._seed, split, image_id)
+        yield Encoded(split, key, record.example, counts, record.sha256, self._layout.image(image_id))
+
+
+def _read_split_file(split_file: tuple[str, str], layout: VocLayout):
+    """(split, VOC split) → (split, id) per listed id; bad lines go to the report."""
+    split, voc_split = split_file
+    path = layout.split_file(voc_split)
+    ids, rejected = parse_image_ids(read_bytes(path).decode("utf-8", errors="replace"))
+    for image_id in ids:
+        yield split, image_id
+    for _, reason in rejected:
+        yield beam.pvalue.TaggedOutput(EncodeVocImage.SKIPPED, Skipped(split, path, reason))
+
+
+def _read_class_file(entry: tuple[str, int], layout: VocLayout):
+    """(split, class index) → ((split, id), (class index, 1/0/-1)) per line of the devkit file."""
+    split, index = entry
+    path = layout.class_file(layout.classes[index], layout.splits[split])
+    values, problems = parse_class_file(read_bytes(path).decode("utf-8", errors="replace"))
+    for image_id, value in values.items():
+        yield (split, image_id), (index, value)
+    for problem in problems:
+        yield beam.pvalue.TaggedOutput(EncodeVocImage.WARNINGS, f"devkit check: {path}: {problem}")
+
+
+def _compare(joined, layout: VocLayout):
+    """Images that were converted, checked against every class file (others are in the report)."""
+    (split, image_id), groups = joined
+    for computed in groups["computed"]:
+        listed = dict(groups["devkit"])
+        found = devkit_disagreement(image_id, computed, listed, layout.classes, layout.splits[split])
+        if found:
+            yield found
+
+
+class CheckDevkit(beam.PTransform):
+    """((split, id), computed 1/0/-1 labels) → a warning per image the devkit files disagree on."""
+
+    def __init__(self, layout: VocLayout):
+        super().__init__()
+        self._layout = layout
+
+    def expand(self, computed):
+        files = [(split, index) for split in SPLITS for index in range(len(self._layout.classes))]
+        devkit = (
+            computed.pipeline
+            | "ClassFiles" >> beam.Create(files)
+            | "ReadClassFiles" >> beam.FlatMap(_read_class_file, self._layout).with_outputs(
+                EncodeVocImage.WARNINGS, main="values"
+            )
+        )
+        disagreements = (
+            {"computed": computed, "devkit": devkit.values}
+            | "Join" >> beam.CoGroupByKey()
+            | "Compare" >> beam.FlatMap(_compare, self._layout)
+        )
+        return (disagreements, devkit[EncodeVocImage.WARNINGS]) | "DevkitWarnings" >> beam.Flatten()
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: ConvertOptions, layout: VocLayout, staging: str, progress_dir):
+    info = DatasetInfo(
+        name=options.dataset_name,
+        label_kind="multi",
+        classes=list(layout.classes),
+        splits={},
+        features=records.describe(records.MULTI_LABEL_FEATURES),
+        image=image_description(options.image),
+        seed=options.seed,
+        source=layout.source(),
+    )
+    target = Target(
+        output_dir=options.destination,
+        staging=staging,
+        info=info,
+        num_shards={"train": options.train_shards, "validation": options.validation_shards},
+        per_class=count_multi_label,
+        strict=options.strict,
+        drop_duplicates=options.drop_duplicates,
+        fatal_reasons=() if layout.skip_unknown else (UNKNOWN_CLASS,),
+    )
+    listed = (
+        pipeline
+        | "SplitFiles" >> beam.Create(sorted(layout.splits.items()))
+        | "ReadIds" >> beam.FlatMap(_read_split_file, layout).with_outputs(EncodeVocImage.SKIPPED, main="ids")
+    )
+    encoded = (
+        listed.ids
+        | "Spread" >> beam.Reshuffle()
+        | "Encode"
+        >> beam.ParDo(EncodeVocImage(layout, options.image, options.seed, progress_dir)).with_outputs(
+            EncodeVocImage.SKIPPED, EncodeVocImage.WARNINGS, EncodeVocImage.LABELS, main="records"
+        )
+    )
+    skipped = (listed[EncodeVocImage.SKIPPED], encoded[EncodeVocImage.SKIPPED]) | "AllSkipped" >> beam.Flatten()
+    warnings = [encoded[EncodeVocImage.WARNINGS]]
+    if layout.check_devkit:
+        warnings.append(encoded[EncodeVocImage.LABELS] | "CheckDevkit" >> CheckDevkit(layout))
+    warnings = tuple(warnings) | "AllWarnings" >> beam.Flatten()
+    return (encoded.records, skipped, warnings) | "Write" >> WriteDataset(target)
+
+
+def count_listed_ids(layout: VocLayout) -> int | None:
+    """Total for the progress bar, where reading the split files is cheap (a local folder)."""
+    if "://" in layout.root:
+        return None
+    return sum(len(parse_image_ids(read_bytes(layout.split_file(s)).decode("utf-8", "replace"))[0])
+               for s in layout.splits.values())
+
+
+def convert_voc(
+    options: ConvertOptions, voc: VocOptions = VocOptions(), beam_args: Sequence[str] = (), show_progress: bool = True
+) -> ConvertResult:
+    """Convert a VOC root's two splits into shards + label.txt + dataset.json (label_kind multi)."""
+    layout = discover(options.input_dir, voc, options.image)
+    total = count_listed_ids(layout) if show_progress else None
+    return run_pipeline(
+        lambda p, staging, progress_dir: build_pipeline(p, options, layout, staging, progress_dir),
+        options,
+        list(beam_args),
+        total,
+        show_progress,
+    )
