@@ -43,6 +43,7 @@ VOC_CLASSES = (
 SPLITS = ("train", "validation")  # what the first and second --splits entry are written as
 UNKNOWN_CLASS = "unknown class"  # reason prefix of images held back by --unknown-classes error
 UNKNOWN_CLASS_POLICIES = ("error", "skip")
+DEVKIT_CHECK = "devkit check"  # prefix of the warnings --check-devkit adds
 POSITIVE, DIFFICULT_ONLY, NEGATIVE = 1, 0, -1  # the devkit's values
 BOX_CONVENTION = (
     "pixel coordinate / decoded image size, as the TF Object Detection API's "
@@ -240,7 +241,7 @@ def devkit_disagreement(
             differences.append(f"{name} {computed[index]} here, {listed[index]} in {name}_{voc_split}.txt")
     if not differences:
         return None
-    return f"devkit check: {image_id} ({voc_split}): " + "; ".join(differences)
+    return f"{DEVKIT_CHECK}: {image_id} ({voc_split}): " + "; ".join(differences)
 
 
 def load_classes(spec: str | None) -> tuple[str, ...]:
@@ -514,7 +515,7 @@ def _read_class_file(entry: tuple[str, int], layout: VocLayout):
     for image_id, value in values.items():
         yield (split, image_id), (index, value)
     for problem in problems:
-        yield beam.pvalue.TaggedOutput(EncodeVocImage.WARNINGS, f"devkit check: {path}: {problem}")
+        yield beam.pvalue.TaggedOutput(EncodeVocImage.WARNINGS, f"{DEVKIT_CHECK}: {path}: {problem}")
 
 
 def _compare(joined, layout: VocLayout):

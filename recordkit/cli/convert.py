@@ -1,4 +1,4 @@
-"""`recordkit convert`: image folders to sharded TFRecords, as an Apache Beam pipeline.
+"""`recordkit convert`: image folders or PASCAL VOC to sharded TFRecords, as an Apache Beam pipeline.
 
 Flags not listed here (--runner, --project, --region, --temp_location, --setup_file,
 --direct_num_workers, ...) go to Beam unchanged.
@@ -20,8 +20,8 @@ def register(commands) -> None:
         help="convert an image dataset into sharded TFRecords (Apache Beam)",
         description=__doc__,
     )
-    flags.add(parser, "tensorflow-data-dir", "-t", "--input-dir", dest="input_dir", required=True,
-              help="dataset root holding train/<class>/* and validation/<class>/*")
+    flags.add(parser, "tensorflow-data-dir", "-t", "--input-dir", dest="input_dir",
+              help="dataset root holding train/<class>/* and validation/<class>/* (folder mode)")
     flags.add(parser, "output-dir", help="where shards, label.txt and dataset.json go "
               "(default: the input folder; any path Beam/tf.io.gfile understands, e.g. gs://)")
     flags.add(parser, "dataset-name", default="satellite", help="shard file prefix (default: %(default)s)")
@@ -47,6 +47,18 @@ def register(commands) -> None:
               help="keep one copy of identical images: the first train copy (by path); an image "
               "under different labels is dropped everywhere (default: keep all, report them)")
     flags.add(parser, "no-progress", action="store_true", help="no progress bar")
+    voc = parser.add_argument_group("PASCAL VOC (--format voc)")
+    flags.add(voc, "format", choices=("folders", "voc"), default=None,
+              help="input layout (default: voc when --voc-root is given, else folders)")
+    flags.add(voc, "voc-root", help="folder with Annotations/<id>.xml, JPEGImages/<id>.jpg, ImageSets/Main/<split>.txt")
+    flags.add(voc, "splits", default="trainval,test",
+              help="two VOC splits, written as train and validation (default: %(default)s)")
+    flags.add(voc, "classes", help="a label.txt or a comma-separated list (default: the 20 VOC classes)")
+    flags.add(voc, "unknown-classes", choices=("error", "skip"), default="error",
+              help="an object of a class not in the list: error (report it, publish nothing, exit 1) "
+              "or skip (drop the object, keep the image, warn) (default: %(default)s)")
+    flags.add(voc, "check-devkit", action="store_true",
+              help="compare the labels with ImageSets/Main/<class>_<split>.txt and report disagreements")
     parser.set_defaults(run=run, pass_through=True)
 
 
@@ -84,15 +96,52 @@ def options_from(args):
 def run(args, beam_args) -> int:
     from recordkit.folders import convert_folders
 
+    if args.format == "voc" or (args.format is None and args.voc_root):
+        return run_voc(args, beam_args)
+    if not args.input_dir:
+        raise RecordkitError("-t/--input-dir is required (or --format voc --voc-root DIR)")
     result = convert_folders(options_from(args), beam_args, show_progress=not args.no_progress)
     print_summary(result)
     return 1 if result.report["skipped"] and args.strict else 0
 
 
+def run_voc(args, beam_args) -> int:
+    import dataclasses
+
+    from recordkit import voc
+
+    root = args.voc_root or args.input_dir
+    if not root:
+        raise RecordkitError("--format voc needs --voc-root (the folder holding Annotations/ and JPEGImages/)")
+    if args.validation_fraction is not None:
+        raise RecordkitError("--validation-fraction is for folder datasets; VOC splits come from --splits")
+    voc_options = voc.VocOptions(
+        splits=tuple(s.strip() for s in args.splits.split(",")),
+        classes=voc.load_classes(args.classes),
+        check_devkit=args.check_devkit,
+        unknown_classes=args.unknown_classes,
+    )
+    options = dataclasses.replace(options_from(args), input_dir=root)
+    result = voc.convert_voc(options, voc_options, beam_args, show_progress=not args.no_progress)
+    print_summary(result)
+    if args.check_devkit:
+        found = sum(w.startswith(voc.DEVKIT_CHECK) for w in result.report["warnings"])
+        print(f"{voc.DEVKIT_CHECK}: " + (f"{found} disagreements (listed in report.json)" if found else
+              f"all {result.records} converted images agree with ImageSets/Main/<class>_<split>.txt"))
+    unknown = sum(s["reason"].startswith(voc.UNKNOWN_CLASS) for s in result.report["skipped"])
+    if unknown:
+        print(f"error: {unknown} annotations name classes not in the class list; pass the full list "
+              "with --classes, or --unknown-classes skip to drop those objects", file=sys.stderr)
+        return 1
+    return 1 if result.report["skipped"] and args.strict else 0
+
+
 def print_summary(result) -> None:
     report = result.report
-    for warning in report["warnings"]:
+    for warning in report["warnings"][:10]:
         print(f"warning: {warning}", file=sys.stderr)
+    if len(report["warnings"]) > 10:
+        print(f"warning: ... and {len(report['warnings']) - 10} more in report.json", file=sys.stderr)
     counts = ", ".join(f"{n} {split}" for split, n in report["records"].items())
     skipped = report["skipped"]
     print(f"records: {counts} ({result.records} in all)")
@@ -108,7 +157,7 @@ def print_summary(result) -> None:
     rate = result.records / result.seconds if result.seconds else 0.0
     print(f"time: {result.seconds:.1f} s, {rate:.0f} images/s")
     if result.info is None:
-        print(f"--strict: nothing published to {result.output_dir} except report.json", file=sys.stderr)
+        print(f"nothing published to {result.output_dir} except report.json", file=sys.stderr)
     else:
         shards = sum(s.num_shards for s in result.info.splits.values())
         print(f"wrote {shards} shards, label.txt and dataset.json to {result.output_dir}")
