@@ -374,3 +374,18 @@ def test_option_errors(voc_root):
         voc.discover(str(voc_root), voc.VocOptions(), images.ImageOptions(size=(24, 24), resize_mode="crop"))
     with pytest.raises(RecordkitError, match="does not exist"):
         voc.discover(str(voc_root / "nope"), voc.VocOptions(), images.ImageOptions())
+
+
+def test_training_input_reads_multi_hot_targets_and_ignores_difficult_only(voc_root, tmp_path):
+    from recordkit import dataset
+
+    out = tmp_path / "out"
+    run(voc_root, out)
+    batches = dataset.make(str(out), "validation", image_size=16, mode="inception", batch_size=8, training=False)
+    [(pixels, targets)] = list(batches)
+    assert pixels.shape == (3, 16, 16, 3)
+    by_id = {tuple(t): i for i, t in enumerate(targets["multi_hot"].numpy().astype(int).tolist())}
+    expected = devkit_files(voc_root, "test")
+    for values in expected.values():
+        row = by_id[tuple(int(v == 1) for v in values)]
+        assert targets["mask"].numpy()[row].tolist() == [float(v != 0) for v in values]
