@@ -1,15 +1,143 @@
-"""`recordkit inspect`: not yet available."""
+"""`recordkit inspect DIR`: what is in a converted dataset (reads its dataset.json).
+
+Per split: records, shards, bytes, per-class counts, image sizes; duplicate images (by
+image/key/sha256) within a split, across splits and under different labels; the shards
+checked against dataset.json. --verify also decodes every image. Exit status: 0 when no
+problem was found, 1 when one was (listed by shard and record index), 2 for usage errors.
+"""
 
 from __future__ import annotations
 
-import sys
+import json
+
+from recordkit.cli import flags
+
+LISTED = 20  # per section of the table; --json lists everything
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("inspect", help="(not yet available)")
-    parser.set_defaults(run=run, pass_through=True)
+    parser = commands.add_parser(
+        "inspect",
+        help="what is in a set of shards: counts, sizes, duplicates, leaks, broken records",
+        description=__doc__,
+    )
+    parser.add_argument("directory", metavar="DIR", help="output of `recordkit convert` (holds dataset.json)")
+    flags.add(parser, "verify", action="store_true",
+              help="also decode every image and check its size and sha256 against the record")
+    flags.add(parser, "json", action="store_true", help="print the report as JSON instead of a table")
+    flags.add(parser, "contact-sheet", metavar="PNG",
+              help="write a picture with a row of sample images per class")
+    flags.add(parser, "samples-per-class", type=int, default=8,
+              help="images per row of the contact sheet (default: %(default)s)")
+    parser.set_defaults(run=run)
 
 
 def run(args, extra) -> int:
-    print("recordkit inspect: not yet available in this version", file=sys.stderr)
-    return 3
+    from recordkit import contact_sheet, inspect
+    from recordkit.errors import RecordkitError
+
+    if args.samples_per_class < 1:
+        raise RecordkitError("--samples-per-class must be at least 1")
+    report, contents = inspect.inspect(args.directory, verify=args.verify)
+    print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
+    if args.contact_sheet:
+        info = inspect.load_info(args.directory)
+        contact_sheet.make(args.directory, info, contents, args.samples_per_class).save(args.contact_sheet)
+        if not args.json:
+            print(f"\nwrote the contact sheet to {args.contact_sheet}")
+    return 1 if report.problems else 0
+
+
+def format_table(report) -> str:
+    kind = "single-label" if report.label_kind == "single" else "multi-label"
+    lines = [f"{report.name} ({kind}, {len(report.classes)} classes) in {report.directory}", ""]
+    lines += _splits_table(report)
+    lines += [""] + _classes_table(report)
+    lines += [""] + _sizes_table(report)
+    lines += [""] + _duplicates(report)
+    lines += [""] + _problems(report)
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    """First column left-aligned, the others right-aligned."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in cells]
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _splits_table(report) -> list[str]:
+    header = ["split", "records", "shards", "bytes"] + (["decoded"] if report.verified else [])
+    rows = [[name, s.records, s.shards, _bytes(s.bytes)] + ([s.decoded] if report.verified else [])
+            for name, s in report.splits.items()]
+    return _table(header, rows)
+
+
+def _classes_table(report) -> list[str]:
+    splits = list(report.splits)
+    if report.label_kind == "single":
+        rows = [[c] + [report.splits[s].per_class[c] for s in splits] for c in report.classes]
+        return _table(["class"] + splits, rows)
+    header = ["class"] + [f"{s} {what}" for s in splits for what in ("positives", "difficult-only")]
+    rows = [[c] + [report.splits[s].per_class[c][what] for s in splits for what in ("positives", "difficult_only")]
+            for c in report.classes]
+    return _table(header, rows)
+
+
+def _sizes_table(report) -> list[str]:
+    rows = []
+    for name, s in report.splits.items():
+        sizes = s.image_sizes
+        if not sizes["distinct"]:
+            rows.append([name, "-", "-", 0, "-"])
+            continue
+        spread = {axis: "/".join(f"{sizes[axis][k]:g}" for k in ("min", "median", "max")) for axis in ("width", "height")}
+        common = ", ".join(f"{c['size']} ({c['records']})" for c in sizes["most_common"][:3])
+        rows.append([name, spread["width"], spread["height"], sizes["distinct"], common])
+    return _table(["image sizes", "width min/median/max", "height min/median/max", "distinct", "most common"], rows)
+
+
+def _duplicates(report) -> list[str]:
+    from recordkit.inspect import ACROSS_SPLITS, CONFLICTING_LABELS, WITHIN_SPLIT
+
+    titles = {
+        CONFLICTING_LABELS: "same image under different labels",
+        ACROSS_SPLITS: "same image in more than one split (validation leaks into training)",
+        WITHIN_SPLIT: "same image twice in a split",
+    }
+    if not report.duplicates:
+        return ["duplicates (same image/key/sha256): none"]
+    lines = [f"duplicates (same image/key/sha256): {len(report.duplicates)} images stored more than once"]
+    for kind, title in titles.items():
+        findings = [f for f in report.duplicates if f.kind == kind]
+        if not findings:
+            continue
+        lines.append(f"  {title}: {len(findings)}")
+        for finding in findings[:LISTED]:
+            copies = " = ".join(f"{c.split}/{c.path} ({', '.join(c.label) or 'no label'})" for c in finding.copies)
+            lines.append(f"    {copies}")
+        if len(findings) > LISTED:
+            lines.append(f"    ... and {len(findings) - LISTED} more (--json lists all)")
+    return lines
+
+
+def _problems(report) -> list[str]:
+    checked = "shards, records and images checked" if report.verified else "shards and records checked (--verify also decodes images)"
+    if not report.problems:
+        return [f"problems: none ({checked})"]
+    lines = [f"problems: {len(report.problems)} ({checked})"]
+    for p in report.problems[:LISTED]:
+        where = p.split + (f" {p.shard}" if p.shard else "") + (f" record {p.index}" if p.index is not None else "")
+        lines.append(f"  {where}: {p.message}")
+    if len(report.problems) > LISTED:
+        lines.append(f"  ... and {len(report.problems) - LISTED} more (--json lists all)")
+    return lines
