@@ -100,7 +100,7 @@ class SplitReport:
     records: int
     shards: int
     bytes: int
-    per_class: dict  # single-label: class → records; multi-label: class → {positives, difficult_only}
+    per_class: dict  # single-label: class → records; multi-label: class → {positive, difficult_only}
     image_sizes: dict
     decoded: int | None
 
@@ -326,34 +326,39 @@ def _image_problems(columns: dict[str, np.ndarray], decoded: dict[str, np.ndarra
 
 def summarize(directory: str, info: metadata.DatasetInfo, contents: dict[str, SplitRecords],
               verified: bool = False) -> Report:
+    splits = {split: _split_report(info, split_records) for split, split_records in contents.items()}
     return Report(
         directory=directory,
         name=info.name,
         label_kind=info.label_kind,
         classes=list(info.classes),
         verified=verified,
-        splits={split: _split_report(info, split_records) for split, split_records in contents.items()},
+        splits=splits,
         duplicates=find_duplicates(info, contents),
         problems=[p for split, split_records in contents.items()
-                  for p in [*_count_problems(info, split, split_records), *split_records.problems]],
+                  for p in [*_count_problems(info, split, split_records, splits[split]), *split_records.problems]],
     )
 
 
 def _split_report(info: metadata.DatasetInfo, split_records: SplitRecords) -> SplitReport:
-    positives = split_records.multi_hot.sum(axis=0).tolist()
-    if info.label_kind == "single":
-        per_class = dict(zip(info.classes, positives))
-    else:
-        difficult = split_records.difficult_only.sum(axis=0).tolist()
-        per_class = {c: {"positives": p, "difficult_only": d} for c, p, d in zip(info.classes, positives, difficult)}
     return SplitReport(
         records=len(split_records.index),
         shards=len(split_records.files),
         bytes=split_records.bytes,
-        per_class=per_class,
+        per_class=per_class(info, split_records),
         image_sizes=image_sizes(split_records.width, split_records.height),
         decoded=split_records.decoded,
     )
+
+
+def per_class(info: metadata.DatasetInfo, split_records: SplitRecords) -> dict:
+    """In dataset.json's terms: single-label {class: records}; multi-label (the VOC converter's)
+    {class: {"positive": records, "difficult_only": records}}."""
+    positive = split_records.multi_hot.sum(axis=0).tolist()
+    if info.label_kind == "single":
+        return dict(zip(info.classes, positive))
+    difficult = split_records.difficult_only.sum(axis=0).tolist()
+    return {c: {"positive": p, "difficult_only": d} for c, p, d in zip(info.classes, positive, difficult)}
 
 
 def image_sizes(width: np.ndarray, height: np.ndarray, most_common: int = 5) -> dict:
@@ -374,7 +379,8 @@ def image_sizes(width: np.ndarray, height: np.ndarray, most_common: int = 5) -> 
     }
 
 
-def _count_problems(info: metadata.DatasetInfo, split: str, split_records: SplitRecords) -> list[Problem]:
+def _count_problems(info: metadata.DatasetInfo, split: str, split_records: SplitRecords,
+                    report: SplitReport) -> list[Problem]:
     """The shards against dataset.json. Per-class counts are compared only when the total agrees:
     otherwise the damaged shard or record is already named and the per-class lines are noise."""
     expected = info.split(split)
@@ -383,11 +389,9 @@ def _count_problems(info: metadata.DatasetInfo, split: str, split_records: Split
         found.append(f"dataset.json says {expected.num_shards} shards but lists {len(expected.files)} files")
     if split_records.stored != expected.num_records:
         found.append(f"dataset.json says {expected.num_records} records, the shards hold {split_records.stored}")
-    elif len(split_records.index) == expected.num_records:
-        # dataset.json counts the images that show a class (multi-label: difficult-only included).
-        shown = (split_records.multi_hot | split_records.difficult_only).sum(axis=0).tolist()
-        found += [f"class {name}: dataset.json says {expected.per_class.get(name, 0)} records, the shards hold {n}"
-                  for name, n in zip(info.classes, shown) if expected.per_class.get(name, 0) != n]
+    elif report.records == expected.num_records:
+        found += [f"class {name}: dataset.json says {expected.per_class.get(name)}, the shards hold {counted}"
+                  for name, counted in report.per_class.items() if expected.per_class.get(name) != counted]
     return [Problem(split, None, None, message) for message in found]
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 import fixtures_records
 import imagegen
-from recordkit import contact_sheet, inspect, metadata, records
+import vocgen
+from recordkit import contact_sheet, inspect, metadata, records, voc
 from recordkit.cli import main
 from recordkit.convert import ConvertOptions
 from recordkit.folders import convert_folders
@@ -185,14 +186,14 @@ def test_missing_shard_and_wrong_counts_in_dataset_json(copy):
     assert [(p.split, p.shard, p.message) for p in report.problems] == [
         ("train", None, "dataset.json says 12 records, the shards hold 6"),
         ("train", TRAIN, "listed in dataset.json but missing"),
-        ("validation", None, "class a: dataset.json says 2 records, the shards hold 3"),
-        ("validation", None, "class b: dataset.json says 2 records, the shards hold 1"),
+        ("validation", None, "class a: dataset.json says 2, the shards hold 3"),
+        ("validation", None, "class b: dataset.json says 2, the shards hold 1"),
     ]
 
 
 def multi_label_dataset(directory) -> metadata.DatasetInfo:
     """3 classes, 5 records in 2 shards, (multi_hot, difficult_only) as listed; record 4 has
-    record 1's image. dataset.json counts the images that show a class."""
+    record 1's image. dataset.json's per_class as the VOC converter writes it."""
     classes = ["cat", "dog", "car"]
     labelled = [([1, 0, 0], [0, 0, 0]), ([1, 1, 0], [0, 0, 1]), ([0, 0, 1], [1, 0, 0]),
                 ([0, 1, 0], [0, 0, 0]), ([1, 0, 1], [0, 0, 0])]
@@ -217,7 +218,8 @@ def multi_label_dataset(directory) -> metadata.DatasetInfo:
     write_records(directory / files[1], serialized[3:])
     info = metadata.DatasetInfo(
         name="voc", label_kind="multi", classes=classes,
-        splits={"trainval": metadata.SplitInfo(5, 2, files, {"cat": 4, "dog": 2, "car": 3})},
+        splits={"trainval": metadata.SplitInfo(5, 2, files, {"cat": {"positive": 3, "difficult_only": 1}, "dog": {"positive": 2, "difficult_only": 0},
+                                                  "car": {"positive": 2, "difficult_only": 1}})},
         features=records.describe(records.MULTI_LABEL_FEATURES), image={}, seed=0,
     )
     (directory / metadata.DATASET_JSON).write_text(info.to_json())
@@ -229,8 +231,8 @@ def test_multi_label_positives_difficult_only_and_conflicts(tmp_path):
     report, contents = inspect.inspect(str(tmp_path), verify=True)
     assert report.problems == []
     assert report.splits["trainval"].per_class == {
-        "cat": {"positives": 3, "difficult_only": 1}, "dog": {"positives": 2, "difficult_only": 0},
-        "car": {"positives": 2, "difficult_only": 1},
+        "cat": {"positive": 3, "difficult_only": 1}, "dog": {"positive": 2, "difficult_only": 0},
+        "car": {"positive": 2, "difficult_only": 1},
     }
     [finding] = report.duplicates
     assert finding.kind == "conflicting_labels"
@@ -243,6 +245,22 @@ def test_multi_label_positives_difficult_only_and_conflicts(tmp_path):
         [("trainval", 0, 0), ("trainval", 0, 1)], [("trainval", 0, 1), ("trainval", 1, 0)],
         [("trainval", 0, 2), ("trainval", 1, 1)],
     ]
+
+
+def test_a_real_voc_conversion_agrees_with_its_dataset_json(tmp_path):
+    Obj, Img = vocgen.Obj, vocgen.Img
+    vocgen.write_voc(tmp_path / "voc", {
+        "trainval": {"1": Img([Obj("cat"), Obj("dog", difficult=1)]), "2": Img([Obj("dog")]), "3": Img([Obj("cat")])},
+        "test": {"4": Img([Obj("car")])},
+    })
+    options = ConvertOptions(input_dir=str(tmp_path / "voc"), output_dir=str(tmp_path / "out"),
+                             dataset_name="voc", num_workers=1, train_shards=2, validation_shards=1)
+    voc.convert_voc(options, show_progress=False)
+    report, _ = inspect.inspect(str(tmp_path / "out"), verify=True)
+    assert report.problems == [] and report.label_kind == "multi"
+    train = report.splits["train"].per_class
+    assert (train["cat"], train["dog"]) == ({"positive": 2, "difficult_only": 0}, {"positive": 1, "difficult_only": 1})
+    assert report.splits["validation"].per_class["car"] == {"positive": 1, "difficult_only": 0}
 
 
 def test_contact_sheet_has_a_row_of_each_class_images(tmp_path):

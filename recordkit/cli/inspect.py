@@ -87,8 +87,8 @@ def _classes_table(report) -> list[str]:
     if report.label_kind == "single":
         rows = [[c] + [report.splits[s].per_class[c] for s in splits] for c in report.classes]
         return _table(["class"] + splits, rows)
-    header = ["class"] + [f"{s} {what}" for s in splits for what in ("positives", "difficult-only")]
-    rows = [[c] + [report.splits[s].per_class[c][what] for s in splits for what in ("positives", "difficult_only")]
+    header = ["class"] + [f"{s} {what}" for s in splits for what in ("positive", "difficult-only")]
+    rows = [[c] + [report.splits[s].per_class[c][what] for s in splits for what in ("positive", "difficult_only")]
             for c in report.classes]
     return _table(header, rows)
 
