@@ -125,3 +125,40 @@ def test_voc_pipeline_on_portable_workers_matches_the_direct_runner(worker_pool,
     assert_ran_in_worker_processes(log, before)
     assert portable.report == direct.report and direct.report["records"] == {"train": 3, "validation": 2}
     assert published(tmp_path / "portable") == published(tmp_path / "direct")
+
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _build(kind: str, where: pathlib.Path) -> pathlib.Path:
+    """Build the sdist or wheel Dataflow's --extra_package takes, with the build backend
+    pyproject.toml names (what `python -m build` and `pip wheel` call)."""
+    code = f"from setuptools import build_meta; print(build_meta.build_{kind}({str(where)!r}))"
+    name = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout.split()[-1]
+    return where / name
+
+
+def test_sdist_and_wheel_hold_the_package_and_nothing_else(tmp_path):
+    import tarfile
+    import zipfile
+
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "recordkit").rglob("*.py")}
+    sdist = _build("sdist", tmp_path)
+    prefix = sdist.name.removesuffix(".tar.gz") + "/"
+    with tarfile.open(sdist) as tar:
+        in_sdist = {n.removeprefix(prefix) for n in tar.getnames()}
+    wheel = _build("wheel", tmp_path)
+    with zipfile.ZipFile(wheel) as z:
+        in_wheel = set(z.namelist())
+    for names in (in_sdist, in_wheel):
+        assert modules <= names
+        assert not [n for n in names if n.startswith(("tests/", "sample_data/", "benchmarks/", "pipelines/"))]
+    # A worker that installs only the wheel can import the pipeline code from it.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True)
+    where = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
+                            "import recordkit.pipeline, recordkit.folders, recordkit.voc; print(recordkit.__file__)"],
+                           cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    assert where.strip().startswith(str(target))

@@ -1,0 +1,185 @@
+"""What every benchmark needs: the satellite data (replicated), timed commands with peak RSS,
+a table on stdout and a JSON file in benchmarks/results/.
+
+Benchmarks compare against a baseline measured in the same run, so the noise of a shared
+machine mostly cancels out of the ratios; absolute numbers are printed too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SATELLITE = REPO.parent / "shared" / "datasets" / "satellite"
+SCRATCH = pathlib.Path(os.environ.get("RECORDKIT_BENCH_DIR", "/tmp/recordkit-bench"))
+RESULTS = REPO / "benchmarks" / "results"
+PYTHON = sys.executable
+QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+
+_SOI = b"\xff\xd8"
+
+
+def image_files(root: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(root.glob("*/*/*"))
+
+
+def replicate(times: int, source: pathlib.Path = SATELLITE) -> pathlib.Path:
+    """SCRATCH/satellite_x{times}: every image `times` times under new names.
+
+    Each copy gets a JPEG comment naming it, so copies are distinct files (as in a real
+    dataset) and the converter's duplicate finder has nothing to report; pixels are unchanged.
+    """
+    root = SCRATCH / f"satellite_x{times}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    for path in image_files(source):
+        data = path.read_bytes()
+        relative = path.relative_to(source)
+        (root / relative.parent).mkdir(parents=True, exist_ok=True)
+        for i in range(times):
+            tagged = data if i == 0 else _with_comment(data, f"copy {i}".encode())
+            (root / relative.parent / f"r{i}_{path.name}").write_bytes(tagged)
+    done.touch()
+    return root
+
+
+def _with_comment(jpeg: bytes, text: bytes) -> bytes:
+    if not jpeg.startswith(_SOI):
+        raise ValueError("not a JPEG")
+    segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    return _SOI + segment + jpeg[2:]
+
+
+@dataclass
+class Run:
+    """A finished command: wall seconds and peak RSS (MiB) of the process and its children."""
+
+    seconds: float
+    launcher_mib: float
+    workers_mib: float
+    stdout: str
+
+
+def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
+    """Run `args`, sampling the RSS of the process tree every 50 ms (the kernel's peak for
+    the launcher, the largest sample for any descendant)."""
+    start = time.monotonic()
+    process = subprocess.Popen(list(args), cwd=cwd, env=QUIET_ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    peaks = {"launcher": 0.0, "workers": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            for pid in _descendants(process.pid):
+                key = "launcher" if pid == process.pid else "workers"
+                peaks[key] = max(peaks[key], _rss_mib(pid, "VmHWM" if key == "launcher" else "VmRSS"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    seconds = time.monotonic() - start
+    stop.set()
+    sampler.join()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return Run(seconds, peaks["launcher"], peaks["workers"], stdout)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    queue += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _rss_mib(pid: int, field: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def pipeline_seconds(stdout: str) -> float:
+    """The 'time: 8.3 s, ...' line `recordkit convert` prints (the pipeline, without imports)."""
+    for line in stdout.splitlines():
+        if line.startswith("time: "):
+            return float(line.split()[1])
+    raise ValueError(f"no time line in:\n{stdout}")
+
+
+def report(name: str, columns: Sequence[str], rows: list[dict], extra: dict | None = None) -> None:
+    """Print `rows` as a table and write them (plus `extra`) to benchmarks/results/NAME.json."""
+    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "rows": rows, **(extra or {})}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+    print(f"wrote {path.relative_to(REPO)}")
+
+
+def _cell(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _plain(value):
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
+
+
+def convert(root: pathlib.Path, out: pathlib.Path, *extra: str, workers: int = 2) -> Run:
+    """The whole `recordkit convert` command, as a user runs it (imports and start-up included)."""
+    return run_command([str(pathlib.Path(PYTHON).parent / "recordkit"), "convert", "-t", str(root), "--output-dir", str(out),
+                        "--num-threads", str(workers), "--no-progress", *extra])
+
+
+def converted(root: pathlib.Path, image_size: int) -> pathlib.Path:
+    """Shards of `root` resized to the training size, converted once and kept in SCRATCH."""
+    out = SCRATCH / f"{root.name}_shards_{image_size}"
+    if not (out / "dataset.json").exists():
+        convert(root, out, "--image-size", str(image_size), "--train-shards", "4", "--validation-shards", "2")
+    return out
+
+
+def subset(per_class: dict[str, int], source: pathlib.Path = SATELLITE) -> pathlib.Path:
+    """SCRATCH/satellite_<split><n>...: the first `per_class[split]` images of every class (by name)."""
+    root = SCRATCH / ("satellite_" + "_".join(f"{s}{n}" for s, n in per_class.items()))
+    if (root / ".complete").exists():
+        return root
+    for split, n in per_class.items():
+        for folder in sorted((source / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True, exist_ok=True)
+            for path in sorted(folder.iterdir())[:n]:
+                (root / split / folder.name / path.name).write_bytes(path.read_bytes())
+    (root / ".complete").touch()
+    return root
