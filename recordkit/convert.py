@@ -1,7 +1,7 @@
 """Running a conversion pipeline from a launching process, whatever the source format.
 
 The source modules (folders.py, voc.py) build their Beam pipeline; `run_pipeline` runs it on
-the DirectRunner (N local worker threads) unless Beam options name another runner, shows
+the DirectRunner (N local worker processes) unless Beam options name another runner, shows
 progress for local runs, and reads back what was published for the summary.
 """
 
@@ -66,11 +66,11 @@ def image_description(options: images.ImageOptions) -> dict:
 
 
 def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
-    """Beam's own flags pass through; with no --runner, N worker threads in this process.
+    """Beam's own flags pass through; with no --runner, N local worker processes.
 
-    Threads, not processes: Pillow and hashlib release the GIL for the heavy work, and worker
-    processes would each import TensorFlow and receive every record's bytes over gRPC
-    (measured on the 6,000 satellite images, 2 CPUs: 7-8.6 s vs 19-20 s; docs/performance.md).
+    Not multi_threading, although it was 2.5x faster on 6,000 images: its in-process workers
+    flush the data channel from a timer thread (1 s, not configurable through options) and
+    split large elements, which crashed a 60,000-image run ("Invalid PaneInfoEncoding").
     """
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
@@ -81,7 +81,7 @@ def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
         if not any(a.startswith("--direct_num_workers") for a in beam_args):
             direct = options.view_as(DirectOptions)
             direct.direct_num_workers = num_workers
-            direct.direct_running_mode = "multi_threading" if num_workers > 1 else "in_memory"
+            direct.direct_running_mode = "multi_processing" if num_workers > 1 else "in_memory"
     return options
 
 
