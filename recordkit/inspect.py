@@ -248,7 +248,7 @@ def _error(path: str, index: int, fn: Callable | None = None) -> str:
 def _clean(message: str) -> str:
     """TensorFlow's message without the op and function names around it."""
     text = re.sub(r"\{\{[^}]*\}\}\s*", "", message.strip().splitlines()[0])
-    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).replace("' failed with ", ": ").strip()
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 

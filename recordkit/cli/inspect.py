@@ -116,7 +116,8 @@ def _duplicates(report) -> list[str]:
     }
     if not report.duplicates:
         return ["duplicates (same image/key/sha256): none"]
-    lines = [f"duplicates (same image/key/sha256): {len(report.duplicates)} images stored more than once"]
+    count = len(report.duplicates)
+    lines = [f"duplicates (same image/key/sha256): {count} image{'s' if count > 1 else ''} stored more than once"]
     for kind, title in titles.items():
         findings = [f for f in report.duplicates if f.kind == kind]
         if not findings:
@@ -131,7 +132,7 @@ def _duplicates(report) -> list[str]:
 
 
 def _problems(report) -> list[str]:
-    checked = "shards, records and images checked" if report.verified else "shards and records checked (--verify also decodes images)"
+    checked = "shards, records and images checked" if report.verified else "shards and records checked; --verify also decodes the images"
     if not report.problems:
         return [f"problems: none ({checked})"]
     lines = [f"problems: {len(report.problems)} ({checked})"]
