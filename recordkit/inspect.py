@@ -2,8 +2,8 @@
 
 Shards are read with tf.data (records parsed in parallel, no Python loop over protos), so
 thousands of records take seconds. A bad record must neither stop the reading nor lose its
-position, so each shard is read in stages that drop what fails (`ignore_errors`) and then
-name what they dropped by its record index:
+position, so a split's shards are read in stages (one interleaved pipeline each) that drop
+what fails (`ignore_errors`) and then name what they dropped by shard and record index:
 
   framing  how many records the shard holds before a bad length/CRC or a truncation. TFRecord
            readers cannot resynchronise, so the rest of the shard is lost; the bytes the
