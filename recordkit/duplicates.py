@@ -11,12 +11,15 @@ from __future__ import annotations
 import collections
 from typing import Iterable, NamedTuple
 
-import apache_beam as beam
-
 WITHIN_SPLIT = "within_split"
 ACROSS_SPLITS = "across_splits"
 CONFLICTING_LABELS = "conflicting_labels"
-KINDS = (WITHIN_SPLIT, ACROSS_SPLITS, CONFLICTING_LABELS)
+KINDS = (WITHIN_SPLIT, ACROSS_SPLITS, CONFLICTING_LABELS)  # mildest first
+DESCRIPTIONS = {
+    WITHIN_SPLIT: "same image twice in a split",
+    ACROSS_SPLITS: "same image in more than one split (validation leaks into training)",
+    CONFLICTING_LABELS: "same image under different labels",
+}
 
 
 class Copy(NamedTuple):
@@ -45,15 +48,21 @@ class Finding(NamedTuple):
         }
 
 
+def kind_of(copies: Iterable) -> str:
+    """The worst thing several copies (anything with .split and .label) of one image show."""
+    copies = list(copies)
+    if len({c.label for c in copies}) > 1:
+        return CONFLICTING_LABELS
+    return ACROSS_SPLITS if len({c.split for c in copies}) > 1 else WITHIN_SPLIT
+
+
 def classify(sha256: str, copies: Iterable[Copy]) -> Finding | None:
     """The finding for all copies of one image, or None when there is only one copy."""
     copies = tuple(sorted(copies, key=lambda c: (c.split != "train", c.path, c.split)))
     if len(copies) < 2:
         return None
-    if len({c.label for c in copies}) > 1:
-        return Finding(CONFLICTING_LABELS, sha256, copies, copies)
-    kind = ACROSS_SPLITS if len({c.split for c in copies}) > 1 else WITHIN_SPLIT
-    return Finding(kind, sha256, copies, copies[1:])
+    kind = kind_of(copies)
+    return Finding(kind, sha256, copies, copies if kind == CONFLICTING_LABELS else copies[1:])
 
 
 def summarize(findings: list[Finding], dropped: bool) -> dict:
@@ -63,31 +72,3 @@ def summarize(findings: list[Finding], dropped: bool) -> dict:
         **{kind: kinds.get(kind, 0) for kind in KINDS},
         "dropped": sum(len(f.dropped) for f in findings) if dropped else 0,
     }
-
-
-class FindDuplicates(beam.PTransform):
-    """Encoded records → Finding per image that occurs more than once."""
-
-    def expand(self, encoded):
-        return (
-            encoded
-            | "ByHash" >> beam.Map(lambda e: (e.sha256, Copy(e.split, e.source, e.counts)))
-            | "GroupByHash" >> beam.GroupByKey()
-            | "Classify" >> beam.FlatMap(lambda group: filter(None, [classify(*group)]))
-        )
-
-
-class DropDuplicates(beam.PTransform):
-    """Encoded records minus the copies the findings drop."""
-
-    def __init__(self, findings):
-        super().__init__()
-        self._findings = findings
-
-    def expand(self, encoded):
-        dropped = self._findings | "Dropped" >> beam.FlatMap(
-            lambda f: [((c.split, c.path), True) for c in f.dropped]
-        )
-        return encoded | "Keep" >> beam.Filter(
-            lambda e, drop: (e.split, e.source) not in drop, beam.pvalue.AsDict(dropped)
-        )

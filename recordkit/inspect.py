@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from recordkit import metadata, records
+from recordkit import duplicates, metadata, records
 from recordkit.errors import RecordkitError
 
 _BATCH = 1024
@@ -35,10 +35,7 @@ _PARALLEL_SHARDS = 8
 _FRAME_OVERHEAD = 16  # per record: length (8 bytes), its CRC (4), the data's CRC (4)
 _MAX_MESSAGE = 200  # "could not parse example input" quotes the whole record otherwise
 
-WITHIN_SPLIT = "within_split"
-ACROSS_SPLITS = "across_splits"
-CONFLICTING_LABELS = "conflicting_labels"
-DUPLICATE_KINDS = (CONFLICTING_LABELS, ACROSS_SPLITS, WITHIN_SPLIT)  # worst first
+DUPLICATE_KINDS = tuple(reversed(duplicates.KINDS))  # worst first
 
 
 @dataclass(frozen=True)
@@ -416,12 +413,7 @@ def find_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords
     for digest, group in copies.items():
         if len(group) > 1:
             group = sorted(group, key=lambda c: (split_order[c.split], c.path, c.shard, c.index))
-            findings.append(Finding(_kind(group), digest, tuple(group)))
+            findings.append(Finding(duplicates.kind_of(group), digest, tuple(group)))
     return sorted(findings, key=lambda f: (DUPLICATE_KINDS.index(f.kind), split_order[f.copies[0].split],
                                            f.copies[0].path))
 
-
-def _kind(copies: list[Copy]) -> str:
-    if len({c.label for c in copies}) > 1:
-        return CONFLICTING_LABELS
-    return ACROSS_SPLITS if len({c.split for c in copies}) > 1 else WITHIN_SPLIT

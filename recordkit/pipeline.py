@@ -138,9 +138,9 @@ class WriteDataset(beam.PTransform):
     def expand(self, inputs):
         encoded, skipped, *found = inputs
         warnings = found[0] if found else encoded.pipeline | "NoWarnings" >> beam.Create([])
-        findings = encoded | "FindDuplicates" >> duplicates.FindDuplicates()
+        findings = encoded | "FindDuplicates" >> FindDuplicates()
         if self._target.drop_duplicates:
-            encoded = encoded | "DropDuplicates" >> duplicates.DropDuplicates(findings)
+            encoded = encoded | "DropDuplicates" >> DropDuplicates(findings)
         ranks = (
             encoded
             | "Keys" >> beam.Map(lambda e: (e.split, e.sort_key))
@@ -165,6 +165,34 @@ class WriteDataset(beam.PTransform):
                 beam.pvalue.AsList(findings),
                 beam.pvalue.AsList(warnings),
             )
+        )
+
+
+class FindDuplicates(beam.PTransform):
+    """Encoded records → Finding per image that occurs more than once."""
+
+    def expand(self, encoded):
+        return (
+            encoded
+            | "ByHash" >> beam.Map(lambda e: (e.sha256, duplicates.Copy(e.split, e.source, e.counts)))
+            | "GroupByHash" >> beam.GroupByKey()
+            | "Classify" >> beam.FlatMap(lambda group: filter(None, [duplicates.classify(*group)]))
+        )
+
+
+class DropDuplicates(beam.PTransform):
+    """Encoded records minus the copies the findings drop."""
+
+    def __init__(self, findings):
+        super().__init__()
+        self._findings = findings
+
+    def expand(self, encoded):
+        dropped = self._findings | "Dropped" >> beam.FlatMap(
+            lambda f: [((c.split, c.path), True) for c in f.dropped]
+        )
+        return encoded | "Keep" >> beam.Filter(
+            lambda e, drop: (e.split, e.source) not in drop, beam.pvalue.AsDict(dropped)
         )
 
 

@@ -164,18 +164,18 @@ def print_summary(result) -> None:
 
 
 def print_duplicates(findings: list[dict]) -> None:
+    from recordkit.duplicates import DESCRIPTIONS
+
     if not findings:
         print("duplicates: none")
         return
-    kinds = {"within_split": "within a split", "across_splits": "in both train and validation",
-             "conflicting_labels": "under different labels"}
-    counts = ", ".join(f"{sum(f['kind'] == k for f in findings)} {text}" for k, text in kinds.items())
-    dropped = sum(len(f["dropped"]) for f in findings)
+    counts = ", ".join(f"{text}: {sum(f['kind'] == k for f in findings)}" for k, text in DESCRIPTIONS.items())
     print(f"duplicates: {counts} (details in report.json)")
     for finding in findings[:5]:
         paths = " = ".join(f"{c['path']} [{','.join(c['label'])}]" for c in finding["copies"])
-        print(f"  {kinds[finding['kind']]}: {paths}")
+        print(f"  {DESCRIPTIONS[finding['kind']]}: {paths}")
     if len(findings) > 5:
         print(f"  ... and {len(findings) - 5} more")
+    dropped = sum(len(f["dropped"]) for f in findings)
     if dropped:
         print(f"  --drop-duplicates left out {dropped} copies")

@@ -107,13 +107,9 @@ def _sizes_table(report) -> list[str]:
 
 
 def _duplicates(report) -> list[str]:
-    from recordkit.inspect import ACROSS_SPLITS, CONFLICTING_LABELS, WITHIN_SPLIT
+    from recordkit.duplicates import DESCRIPTIONS, KINDS
 
-    titles = {
-        CONFLICTING_LABELS: "same image under different labels",
-        ACROSS_SPLITS: "same image in more than one split (validation leaks into training)",
-        WITHIN_SPLIT: "same image twice in a split",
-    }
+    titles = {kind: DESCRIPTIONS[kind] for kind in reversed(KINDS)}
     if not report.duplicates:
         return ["duplicates (same image/key/sha256): none"]
     count = len(report.duplicates)
