@@ -14,7 +14,8 @@ import collections
 import dataclasses
 import hashlib
 import json
-from typing import Callable, NamedTuple
+import uuid
+from typing import Callable, Iterable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -31,6 +32,19 @@ class Encoded(NamedTuple):
     counts: tuple[str, ...]  # keys added up per split for dataset.json's per_class
     sha256: str  # of the encoded image, as in the record: finds duplicates
     source: str  # the file it came from, for the report
+
+
+class Spilled(NamedTuple):
+    """An Encoded record whose example bytes wait in a run file (see SpillExamples)."""
+
+    split: str
+    sort_key: bytes
+    counts: tuple[str, ...]
+    sha256: str
+    source: str
+    run: str
+    offset: int
+    length: int
 
 
 class Skipped(NamedTuple):
@@ -137,6 +151,7 @@ class WriteDataset(beam.PTransform):
 
     def expand(self, inputs):
         encoded, skipped, *found = inputs
+        encoded = encoded | "Spill" >> beam.ParDo(SpillExamples(join(self._target.staging, RUNS)))
         warnings = found[0] if found else encoded.pipeline | "NoWarnings" >> beam.Create([])
         findings = encoded | "FindDuplicates" >> FindDuplicates()
         if self._target.drop_duplicates:
@@ -196,11 +211,62 @@ class DropDuplicates(beam.PTransform):
         )
 
 
-def _write_shard(shard: tuple[tuple[str, int], list[Encoded]], target: Target) -> ShardWritten:
+RUNS = ".runs"  # inside the staging folder, so publishing (or a failed run's cleanup) removes it
+
+
+class SpillExamples(beam.DoFn):
+    """Encoded → Spilled: each bundle appends its examples to its own run file.
+
+    Runs fused with the encoding step, so image bytes are written once by the worker that made
+    them and only small references go through the rank side input and the shard shuffle;
+    the DirectRunner no longer holds every image in the launcher's memory. A retried bundle
+    writes a new run file; the failed attempt's is never referenced.
+    """
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._file = None
+
+    def start_bundle(self):
+        self._path, self._file, self._offset = join(self._folder, uuid.uuid4().hex), None, 0
+
+    def process(self, e: Encoded):
+        if self._file is None:
+            self._file = FileSystems.create(self._path)
+        self._file.write(e.example)
+        yield Spilled(e.split, e.sort_key, e.counts, e.sha256, e.source, self._path, self._offset, len(e.example))
+        self._offset += len(e.example)
+
+    def finish_bundle(self):
+        if self._file is not None:
+            self._file.close()
+
+
+def _read_spilled(records: Iterable[Spilled], keep_open: int = 32) -> Iterable[bytes]:
+    """The examples of `records`, in order; rank order jumps between run files, so the most
+    recently used ones stay open."""
+    files: collections.OrderedDict = collections.OrderedDict()
+    try:
+        for r in records:
+            f = files.pop(r.run, None) or FileSystems.open(r.run, compression_type="uncompressed")
+            files[r.run] = f
+            if len(files) > keep_open:
+                files.popitem(last=False)[1].close()
+            f.seek(r.offset)
+            data = f.read(r.length)
+            if len(data) != r.length:
+                raise IOError(f"run file {r.run} ends before {r.source}'s record ({r.offset}+{r.length})")
+            yield data
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def _write_shard(shard: tuple[tuple[str, int], list[Spilled]], target: Target) -> ShardWritten:
     (split, index), records = shard
     records = sorted(records, key=lambda e: e.sort_key)
     name = target.shard_files(split)[index]
-    output.write_records(join(target.staging, name), (e.example for e in records))
+    output.write_records(join(target.staging, name), _read_spilled(records))
     counts = collections.Counter(key for e in records for key in e.counts)
     return ShardWritten(split, name, len(records), dict(counts))
 
