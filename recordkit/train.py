@@ -140,7 +140,9 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "dataset_name": info.name,
         "dataset_dir": cfg.dataset_dir,
         "dataset_split_name": cfg.dataset_split_name,
-        "dropout": spec.dropout if cfg.dropout is None else cfg.dropout,
+        "dropout": cfg.dropout,
+        "optimizer": cfg.optimizer,
+        "batch_size": cfg.batch_size,
         "seed": seed,
         "checkpoint": "tf.train.Checkpoint(model=...) in train_dir, prefix model.ckpt-<step>",
     }
@@ -148,7 +150,8 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
 
 def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> None:
     """A stale train_dir of another model or dataset must not be silently reused."""
-    wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes)}
+    wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes),
+              "optimizer": cfg.optimizer, "batch_size": cfg.batch_size}
     if cfg.image_size:
         wanted["image_size"] = cfg.image_size
     clashes = [f"{k}: train_dir has {meta.get(k)!r}, this run {v!r}" for k, v in wanted.items()
@@ -202,6 +205,20 @@ def apply_trainable_scopes(model: keras.Model, spec: models.ModelSpec, scopes: l
     return trainable
 
 
+class _Constant(keras.optimizers.schedules.LearningRateSchedule):
+    """A fixed rate as a schedule, so every decay type gives the optimizer the same variables
+    and a run can resume with another --learning_rate_decay_type."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+
+    def __call__(self, step):
+        return tf.constant(self.rate, tf.float32)
+
+    def get_config(self) -> dict:
+        return {"rate": self.rate}
+
+
 def learning_rate_schedule(cfg: TrainConfig, num_samples: int):
     """Slim's schedules: fixed, exponential (staircase every num_epochs_per_decay), polynomial
     (to end_learning_rate over max steps), and cosine (to 0 over max steps)."""
@@ -211,7 +228,7 @@ def learning_rate_schedule(cfg: TrainConfig, num_samples: int):
             f"expected one of {', '.join(DECAY_TYPES)}"
         )
     if cfg.learning_rate_decay_type == "fixed":
-        return cfg.learning_rate
+        return _Constant(cfg.learning_rate)
     if cfg.learning_rate_decay_type == "exponential":
         decay_steps = max(1, int(num_samples / cfg.batch_size * cfg.num_epochs_per_decay))
         return keras.optimizers.schedules.ExponentialDecay(
@@ -333,8 +350,7 @@ class _Run:
         return step
 
     def learning_rate(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        return float(self.optimizer.learning_rate.numpy())
 
     def summarise(self, loss: float, window: deque, images=None) -> None:
         logits = np.concatenate([w[0] for w in window])
@@ -483,12 +499,22 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
             idx = _stream_indices(meta["seed"], int(step.numpy()), cfg.batch_size, len(features))
             return features[idx], {k: v[idx] for k, v in targets.items()}, None
     else:
-        step_fn = run.train_step(lambda images: model(images, training=True))
+        step_fn = run.train_step(_forward(model))
 
         def next_batch():
             images, batch_targets = next(iterator)
             return images, batch_targets, images
     return _loop(run, step_fn, next_batch, manager, latest, cached)
+
+
+def _forward(model: keras.Model):
+    """The training forward pass. Head-only runs follow Keras' transfer-learning recipe: the
+    frozen body runs in inference mode (its dropout too), as the cached features were made."""
+    if not _head_only(model):
+        return lambda images: model(images, training=True)
+    body = keras.Model(model.input, model.get_layer(models.HEAD_DROPOUT).input)
+    head_dropout, logits_layer = model.get_layer(models.HEAD_DROPOUT), model.get_layer(models.LOGITS)
+    return lambda images: logits_layer(head_dropout(body(images, training=False), training=True))
 
 
 def _loop(run: _Run, step_fn, next_batch, manager, latest, cached) -> TrainResult:

@@ -1,8 +1,7 @@
 """Small learnable datasets written straight to shards + dataset.json (no converter needed).
 
 Single-label: each class is a colour (plus noise), so a classifier can learn it in a few
-steps. Multi-label: each class is a coloured square in its own place; an image shows a random
-subset, and some present classes are marked difficult-only (the loss must ignore them).
+steps. Multi-label: each class is a colour; an image shows a random subset as a grid of cells, and some present classes are marked difficult-only (the loss must ignore them).
 """
 
 from __future__ import annotations
@@ -32,12 +31,13 @@ def _single_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray
 
 
 def _multi_image(present: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    pixels = np.clip(rng.normal(128, 20, (size, size, 3)), 0, 255)
-    half = size // 2
-    for c in np.flatnonzero(present):
-        top, left = (c // 2) * half, (c % 2) * half
-        pixels[top : top + half, left : left + half] = COLOURS[c]
-    return pixels.astype(np.uint8)
+    """An 8x8 grid of cells coloured with the present classes in turn, so any crop of at
+    least a quarter of the image still shows every present class (augmentation-proof)."""
+    colours = np.array(COLOURS)[np.flatnonzero(present)]
+    cells = np.arange(64).reshape(8, 8)
+    grid = colours[(cells + cells.T) % len(colours)]
+    pixels = np.kron(grid, np.ones((size // 8, size // 8, 1))) + rng.normal(0, 20, (size, size, 3))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 def _image_values(name: str, encoded: bytes, size: int) -> dict:

@@ -37,7 +37,7 @@ def register(commands) -> None:
     flags.add(m, "image_size", type=int, default=None, help="default: the model's native size")
     flags.add(m, "preprocessing", choices=preprocessing.MODES, default=None,
               help="default: what the weights were trained with")
-    flags.add(m, "dropout", type=float, default=None, help="before the new head; default as original")
+    flags.add(m, "dropout", type=float, default=None, help="rate of every dropout layer; default as in the original")
     o = p.add_argument_group("optimisation")
     flags.add(o, "max_number_of_steps", type=int, default=None)
     flags.add(o, "batch_size", type=int, default=d["batch_size"].default)

@@ -50,7 +50,7 @@ class ModelSpec:
     preprocessing: dict[str, str]
     application: Callable[..., keras.Model]
     application_kwargs: dict
-    neck: Callable[[keras.KerasTensor], keras.KerasTensor]
+    neck: Callable[[keras.KerasTensor, float | None], keras.KerasTensor]
     dense_slim_scopes: dict[str, str]
     keras_top_slim_scopes: dict[str, str]
     backbone_entries: Callable[[keras.Model], list[SlimEntry]]
@@ -110,12 +110,12 @@ def build(
     """Backbone + neck + dropout + a new `logits` Dense layer with `num_classes` outputs.
 
     The model takes preprocessed float images (see `recordkit.preprocessing.preprocess`).
-    `dropout` defaults to the original network's rate before its classifier.
+    `dropout` overrides the rate of every dropout layer (default: the original network's).
     """
     size = image_size or spec.native_size
     spec.check_size(size)
     inputs = keras.Input((size, size, 3), name="images")
-    features = spec.neck(spec.backbone(size)(inputs))
+    features = spec.neck(spec.backbone(size)(inputs), dropout)
     rate = spec.dropout if dropout is None else dropout
     features = keras.layers.Dropout(rate, name=HEAD_DROPOUT)(features)
     logits = keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(features)

@@ -104,7 +104,7 @@ def backbone_entries(backbone: keras.Model) -> list[SlimEntry]:
     return entries
 
 
-def _no_neck(features):
+def _no_neck(features, dropout: float | None = None):
     return features
 
 

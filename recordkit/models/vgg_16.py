@@ -27,11 +27,11 @@ def backbone_entries(backbone: keras.Model) -> list[SlimEntry]:
     return entries
 
 
-def neck(features):
+def neck(features, dropout: float | None = None):
     """Slim's fc6 → dropout → fc7; the head's dropout and fc8 (`logits`) follow."""
     x = keras.layers.Flatten(name="flatten")(features)
     x = keras.layers.Dense(4096, activation="relu", name="fc6")(x)
-    x = keras.layers.Dropout(0.5, name="dropout6")(x)
+    x = keras.layers.Dropout(0.5 if dropout is None else dropout, name="dropout6")(x)
     return keras.layers.Dense(4096, activation="relu", name="fc7")(x)
 
 

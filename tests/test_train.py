@@ -1,0 +1,183 @@
+"""Training on a learnable fixture: loss goes down, resume continues exactly, keep-5, scopes,
+the head-only fast path matches the slow path, and the pasted TF-Slim command works."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fixtures_records import write_dataset
+from recordkit import checkpoints, models, train
+from recordkit.cli import main
+from recordkit.errors import RecordkitError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    dirs = {}
+    for kind in ("single", "multi"):
+        dirs[kind] = str(tmp_path_factory.mktemp(kind))
+        write_dataset(dirs[kind], kind, num_classes=4, sizes={"train": 24, "validation": 8})
+    return dirs
+
+
+def _cfg(tmp_path, data_dir, **kw):
+    base = dict(train_dir=str(tmp_path / "train"), dataset_dir=data_dir, model_name="vgg_16",
+                image_size=32, batch_size=8, max_number_of_steps=4, optimizer="adam",
+                learning_rate=1e-4, opt_epsilon=1e-7, learning_rate_decay_type="fixed",
+                seed=3, log_every_n_steps=0, save_summaries_secs=3600, save_interval_secs=3600)
+    base.update(kw)
+    return train.TrainConfig(**base)
+
+
+def _falls(losses, k=4):
+    return np.mean(losses[-k:]) < 0.8 * np.mean(losses[:k])
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_vgg_trains_both_label_kinds(tmp_path, data, kind):
+    keras.utils.set_random_seed(0)
+    result = train.train(_cfg(tmp_path, data[kind], max_number_of_steps=20))
+    assert result.step == 20 and not result.head_only_cached
+    assert all(np.isfinite(result.losses))
+    if kind == "single":  # VGG from scratch learns colours fast; multi-label learning is
+        assert _falls(result.losses), result.losses  # asserted on Inception's head below
+    meta = train.read_run_metadata(str(tmp_path / "train"))
+    assert meta["loss"] == {"single": "softmax", "multi": "sigmoid"}[kind]
+    assert meta["label_kind"] == kind and meta["num_classes"] == 4 and meta["preprocessing"] == "vgg"
+    assert glob.glob(str(tmp_path / "train" / "events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,cache", [("single", "off"), ("multi", "auto")])
+def test_inception_trains_both_label_kinds(tmp_path, data, kind, cache):
+    keras.utils.set_random_seed(0)
+    cfg = _cfg(tmp_path, data[kind], model_name="inception_v3", image_size=75, max_number_of_steps=12,
+               trainable_scopes=["InceptionV3/Logits"], feature_cache=cache, learning_rate=0.05)
+    result = train.train(cfg)
+    assert result.head_only_cached == (cache == "auto")
+    assert result.step == 12 and all(np.isfinite(result.losses))
+
+
+def test_resume_continues_step_optimizer_and_data_position(tmp_path, data):
+    keras.utils.set_random_seed(1)
+    straight = train.train(_cfg(tmp_path / "a", data["single"], max_number_of_steps=6, dropout=0.0))
+    keras.utils.set_random_seed(1)
+    train.train(_cfg(tmp_path / "b", data["single"], max_number_of_steps=3, dropout=0.0))
+    resumed = train.train(_cfg(tmp_path / "b", data["single"], max_number_of_steps=6, dropout=0.0,
+                               checkpoint_path="ignored-when-resuming.ckpt"))
+    assert resumed.resumed_from.endswith("model.ckpt-3") and (resumed.start_step, resumed.step) == (3, 6)
+    np.testing.assert_allclose(resumed.losses, straight.losses[3:], rtol=1e-4)
+    model, meta = train.load_for_inference(str(tmp_path / "b" / "train"))
+    assert meta["checkpoint"].endswith("model.ckpt-6") and model.output.shape[-1] == 4
+
+
+def test_keeps_newest_five_checkpoints(tmp_path, data):
+    result = train.train(_cfg(tmp_path, data["single"], max_number_of_steps=7, save_interval_secs=0))
+    state = tf.train.get_checkpoint_state(str(tmp_path / "train"))
+    kept = [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
+    assert kept == [3, 4, 5, 6, 7] and result.checkpoint.endswith("model.ckpt-7")
+    assert len(glob.glob(str(tmp_path / "train" / "model.ckpt-*.index"))) == 5
+
+
+def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, data):
+    keras.utils.set_random_seed(2)
+    cfg = _cfg(tmp_path, data["single"], max_number_of_steps=2, feature_cache="off",
+               trainable_scopes=["vgg_16/fc7", "logits"])
+    train.train(cfg)
+    spec = models.get("vgg_16")
+    model, _ = train.load_for_inference(cfg.train_dir)
+    keras.utils.set_random_seed(2)
+    initial = models.build(spec, 4, 32)  # same seed → the run's initial weights
+    trained = {e.slim_name: e.variable.numpy() for e in models.slim_entries(spec, model)}
+    for entry in models.slim_entries(spec, initial):
+        changed = not np.array_equal(trained[entry.slim_name], entry.variable.numpy())
+        assert changed == entry.slim_name.startswith(("vgg_16/fc7/", "vgg_16/fc8/")), entry.slim_name
+
+
+def test_inception_scopes_select_slim_scopes_and_freeze_batchnorm():
+    spec = models.get("inception_v3")
+    model = models.build(spec, 3, 75)
+    names = train.apply_trainable_scopes(model, spec, ["InceptionV3/Mixed_7c", "InceptionV3/AuxLogits"])
+    expected = {id(e.variable) for e in models.slim_entries(spec, model)
+                if e.slim_name.startswith("InceptionV3/Mixed_7c/") and not e.slim_name.endswith(("mean", "variance"))}
+    assert {id(v) for v in model.trainable_variables} == expected and len(expected) == 18
+    frozen_bn = [l for l in model.get_layer(models.BACKBONE).layers
+                 if isinstance(l, keras.layers.BatchNormalization) and not l.trainable]
+    assert len(frozen_bn) == 94 - 9 and len(names) == 18
+    with pytest.raises(RecordkitError, match="match no variable"):
+        train.apply_trainable_scopes(model, spec, ["InceptionV3/Mixed_9z"])
+
+
+def test_head_only_fast_path_matches_slow_path(tmp_path, data):
+    results = {}
+    for cache in ("on", "off"):
+        keras.utils.set_random_seed(4)
+        # Full-batch steps without augmentation or dropout: both paths see identical batches.
+        cfg = _cfg(tmp_path / cache, data["single"], max_number_of_steps=5, batch_size=24,
+                   trainable_scopes=["vgg_16/fc8"], feature_cache=cache, augment=False, dropout=0.0,
+                   optimizer="momentum", learning_rate=0.01, shuffle_buffer=1)
+        results[cache] = train.train(cfg)
+        results[cache + "_kernel"] = train.load_for_inference(cfg.train_dir)[0].get_layer("logits").kernel.numpy()
+    assert results["on"].head_only_cached and not results["off"].head_only_cached
+    np.testing.assert_allclose(results["on"].losses, results["off"].losses, rtol=1e-4)
+    np.testing.assert_allclose(results["on_kernel"], results["off_kernel"], rtol=1e-4, atol=1e-6)
+
+
+def test_stale_train_dir_is_refused(tmp_path, data):
+    train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1))
+    with pytest.raises(RecordkitError, match="another run"):
+        train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, image_size=48))
+
+
+@pytest.mark.slow
+def test_tutorial_command_with_a_slim_checkpoint(tmp_path, data, capsys):
+    from slim_checkpoints import make_checkpoint
+
+    ckpt, _, _ = make_checkpoint("inception_v3", str(tmp_path / "pretrained" / "inception_v3.ckpt"), 139)
+    argv = ["train", f"--train_dir={tmp_path}/train_dir", "--dataset_name=toy",
+            "--dataset_split_name=train", f"--dataset_dir={data['single']}", "--model_name=inception_v3",
+            f"--checkpoint_path={ckpt}", "--checkpoint_exclude_scopes=InceptionV3/Logits,InceptionV3/AuxLogits",
+            "--trainable_scopes=InceptionV3/Logits,InceptionV3/AuxLogits", "--max_number_of_steps=5",
+            "--batch_size=8", "--learning_rate=0.001", "--learning_rate_decay_type=fixed",
+            "--save_interval_secs=300", "--save_summaries_secs=2", "--log_every_n_steps=10",
+            "--optimizer=rmsprop", "--weight_decay=0.00004", "--image-size=75"]
+    assert main(argv) == 0
+    assert "steps 0→5" in capsys.readouterr().out
+    model, meta = train.load_for_inference(str(tmp_path / "train_dir"))
+    assert meta["weights"] == f"slim:{ckpt}" and meta["preprocessing"] == "inception"
+    pretrained, _ = checkpoints.pretrained_model("inception_v3", ckpt, image_size=75)
+    np.testing.assert_array_equal(  # the frozen backbone is exactly the checkpoint's
+        model.get_layer(models.BACKBONE).weights[0].numpy(), pretrained.get_layer(models.BACKBONE).weights[0].numpy())
+    argv[argv.index("--max_number_of_steps=5")] = "--max_number_of_steps=7"
+    assert main(argv) == 0
+    assert "steps 5→7" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resumes_after_kill_9(tmp_path, data):
+    train_dir = tmp_path / "train"
+    command = [sys.executable, "-c", "import sys; from recordkit.cli import main; sys.exit(main(sys.argv[1:]))", "train", f"--train_dir={train_dir}",
+               f"--dataset_dir={data['single']}", "--model_name=vgg_16", "--image_size=32",
+               "--batch_size=4", "--save_interval_secs=0", "--seed=1", "--max_number_of_steps=100000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(glob.glob(str(train_dir / "model.ckpt-*.index"))) < 3:
+            time.sleep(0.2)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    latest = tf.train.latest_checkpoint(str(train_dir))
+    assert latest is not None
+    last = int(latest.rsplit("-", 1)[1])
+    result = train.train(_cfg(tmp_path, data["single"], optimizer="rmsprop", batch_size=4,
+                                max_number_of_steps=last + 2))
+    assert (result.start_step, result.step) == (last, last + 2)
