@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -587,7 +587,3 @@ def load_for_inference(checkpoint_path: str) -> tuple[keras.Model, dict]:
         raise RecordkitError(f"{prefix} does not match the model in {RUN_JSON}: {e}") from None
     meta["checkpoint"] = prefix
     return model, meta
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
