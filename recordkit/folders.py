@@ -21,9 +21,9 @@ from recordkit.convert import ConvertOptions, ConvertResult, image_description, 
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DatasetInfo
 from recordkit.pipeline import (
+    EncodeDoFn,
     Encoded,
     MatchSplitFiles,
-    ProgressDoFn,
     Skipped,
     Target,
     WriteDataset,
@@ -166,16 +166,8 @@ def _discover_single_tree(root: str, fraction: float) -> Layout:
     return Layout(root, classes, class_dirs, fraction, warnings, stray)
 
 
-class EncodeFolderImage(ProgressDoFn):
+class EncodeFolderImage(EncodeDoFn):
     """(split, path) → Encoded record, or a Skipped value on the "skipped" output."""
-
-    SKIPPED = "skipped"
-
-    def __init__(self, layout: Layout, image: images.ImageOptions, seed: int, progress_dir):
-        super().__init__(progress_dir)
-        self._layout = layout
-        self._image = image
-        self._seed = seed
 
     def process(self, element):
         split, path = element

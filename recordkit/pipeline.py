@@ -20,7 +20,7 @@ from typing import Callable, Iterable, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from recordkit import duplicates, output, progress
+from recordkit import duplicates, images, output, progress
 from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo, SplitInfo
 from recordkit.metadata import format_labels, join, shard_name
 
@@ -86,10 +86,16 @@ def _match(split_pattern: tuple[str, str]):
             yield split, metadata.path
 
 
-class ProgressDoFn(beam.DoFn):
-    """Base for the per-file DoFn: counts processed files for the local progress bar."""
+class EncodeDoFn(beam.DoFn):
+    """Base of each mode's per-file DoFn: its settings, a tagged output for bad files, and a
+    count of processed files for the local progress bar."""
 
-    def __init__(self, progress_dir: str | None):
+    SKIPPED = "skipped"
+
+    def __init__(self, layout, image: images.ImageOptions, seed: int, progress_dir: str | None):
+        self._layout = layout
+        self._image = image
+        self._seed = seed
         self._progress_dir = progress_dir
         self._counter = None
 

@@ -32,7 +32,7 @@ from recordkit import images, records
 from recordkit.convert import ConvertOptions, ConvertResult, image_description, run_pipeline
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DatasetInfo, parse_labels
-from recordkit.pipeline import Encoded, ProgressDoFn, Skipped, Target, WriteDataset, read_bytes, sort_key
+from recordkit.pipeline import Encoded, EncodeDoFn, Skipped, Target, WriteDataset, read_bytes, sort_key
 
 # The devkit's order (VOCinit.m): label i in label.txt is VOC_CLASSES[i].
 VOC_CLASSES = (
@@ -465,19 +465,12 @@ def count_multi_label(classes: list[str], counts: collections.Counter) -> dict[s
 # --- The pipeline --------------------------------------------------------------------------------
 
 
-class EncodeVocImage(ProgressDoFn):
+class EncodeVocImage(EncodeDoFn):
     """(split, image id) → Encoded, or Skipped; warnings and (for the devkit check) the
     computed 1/0/-1 labels on their own outputs."""
 
-    SKIPPED = "skipped"
     WARNINGS = "warnings"
     LABELS = "labels"
-
-    def __init__(self, layout: VocLayout, image: images.ImageOptions, seed: int, progress_dir):
-        super().__init__(progress_dir)
-        self._layout = layout
-        self._image = image
-        self._seed = seed
 
     def process(self, element):
         split, image_id = element
