@@ -33,7 +33,7 @@ def run(shards, train_dir, cache: str, steps: int, batch: int) -> dict:
     seconds = time.monotonic() - start
     model, meta = train.load_for_inference(str(train_dir))
     report = evaluate.evaluate_model(model, meta, str(shards), "validation", batch_size=batch)
-    return {"seconds": seconds, "loop_seconds": result.seconds, "accuracy": report.scalars["accuracy"],
+    return {"seconds": seconds, "loop_seconds": result.seconds, "accuracy": report.scalars["eval/Accuracy"],
             "cached": result.head_only_cached}
 
 
