@@ -69,9 +69,12 @@ class DatasetInfo:
         return cls(**data)
 
     def split(self, name: str) -> SplitInfo:
-        if name not in self.splits:
-            raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
-        return self.splits[name]
+        """A split by our name (`train`) or the source's (VOC's `trainval`, via source.splits)."""
+        ours = {source: split for split, source in self.source.get("splits", {}).items()}
+        if name not in self.splits and name not in ours:
+            known = sorted(self.splits) + sorted(set(ours) - set(self.splits))
+            raise KeyError(f"dataset {self.name!r} has no split {name!r}; it has {known}")
+        return self.splits[name if name in self.splits else ours[name]]
 
     def shard_paths(self, directory: str, split: str) -> list[str]:
         return [join(directory, f) for f in self.split(split).files]
