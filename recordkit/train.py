@@ -14,6 +14,7 @@ eval preprocessing, no augmentation) and the head trains on the cached features.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -143,6 +144,7 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "dropout": cfg.dropout,
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
+        "mixed_precision": cfg.mixed_precision,
         "seed": seed,
         "checkpoint": "tf.train.Checkpoint(model=...) in train_dir, prefix model.ckpt-<step>",
     }
@@ -151,11 +153,13 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
 def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> None:
     """A stale train_dir of another model or dataset must not be silently reused."""
     wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes),
-              "optimizer": cfg.optimizer, "batch_size": cfg.batch_size}
+              "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
+              "mixed_precision": cfg.mixed_precision}  # its optimizer wraps a loss scaler
     if cfg.image_size:
         wanted["image_size"] = cfg.image_size
-    clashes = [f"{k}: train_dir has {meta.get(k)!r}, this run {v!r}" for k, v in wanted.items()
-               if meta.get(k) != v]
+    recorded = {"mixed_precision": False, **meta}  # runs recorded before the flag was
+    clashes = [f"{k}: train_dir has {recorded.get(k)!r}, this run {v!r}" for k, v in wanted.items()
+               if recorded.get(k) != v]
     if clashes:
         raise RecordkitError(
             f"{cfg.train_dir} holds another run; use a new --train_dir or delete it:\n  "
@@ -299,7 +303,10 @@ def _metric(kind: str, logits: np.ndarray, targets: dict) -> tuple[str, float]:
     return "mAP", mean_average_precision(logits, targets["multi_hot"], targets["mask"])
 
 
+@functools.cache
 def _strategy(name: str) -> tf.distribute.Strategy:
+    """One strategy per name and process: TF keys collectives per strategy instance, so a
+    second MirroredStrategy in the same process can clash with the first one's programs."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -338,7 +345,7 @@ class _Run:
             return loss, logits, targets
 
         @tf.function
-        def step(inputs, targets):
+        def distributed_step(inputs, targets):
             loss, logits, targets = self.strategy.run(replica_step, args=(inputs, targets))
             self.step.assign_add(1)
             return (
@@ -347,7 +354,20 @@ class _Run:
                 {k: self.strategy.gather(v, axis=0) for k, v in targets.items()},
             )
 
-        return step
+        return lambda inputs, targets: distributed_step(*self.split_batch((inputs, targets)))
+
+    def split_batch(self, batch):
+        """Replica i gets the i-th slice of the global batch. Slicing (rather than
+        experimental_distribute_dataset) keeps one plain tf.data iterator, which
+        tf.train.Checkpoint can save, and serves the cached-feature path the same way."""
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            return batch
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.nest.map_structure(
+                lambda t: tf.split(t, replicas)[ctx.replica_id_in_sync_group], batch
+            )
+        )
 
     def learning_rate(self) -> float:
         return float(self.optimizer.learning_rate.numpy())
@@ -458,6 +478,9 @@ def _split(info: metadata.DatasetInfo, name: str) -> metadata.SplitInfo:
 
 def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
     strategy = _strategy(cfg.strategy)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        raise RecordkitError(f"--batch_size {cfg.batch_size} must be a multiple of the "
+                             f"{strategy.num_replicas_in_sync} replicas of --strategy={cfg.strategy}")
     with strategy.scope():
         model = build_model(meta)
         if not latest:
@@ -474,7 +497,6 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
     if cached and not _head_only(model):
         raise RecordkitError("--feature_cache=on needs --trainable_scopes to select only the head")
     if cached:
-        features, targets = _cached_features(run, info, cfg.dataset_dir)
         state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     else:
         ds = dataset.make(
@@ -482,7 +504,7 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
             mode=meta["preprocessing"], batch_size=cfg.batch_size, training=True,
             seed=meta["seed"], info=info, augment=cfg.augment, shuffle_buffer=cfg.shuffle_buffer,
         )
-        iterator = iter(strategy.experimental_distribute_dataset(ds))
+        iterator = iter(ds)
         state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
     manager = tf.train.CheckpointManager(
         state, cfg.train_dir, max_to_keep=MAX_TO_KEEP, checkpoint_name=CHECKPOINT_NAME, step_counter=step
@@ -492,6 +514,8 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
         log.info("resumed from %s at step %d (a checkpoint in train_dir wins: --checkpoint_path "
                  "is not loaded again)", latest, int(step.numpy()))
     if cached:
+        # After the restore: a resumed run's body has its checkpointed weights only from here on.
+        features, targets = _cached_features(run, info, cfg.dataset_dir)
         head_dropout, logits_layer = model.get_layer(models.HEAD_DROPOUT), model.get_layer(models.LOGITS)
         step_fn = run.train_step(lambda f: logits_layer(head_dropout(f, training=True)))
 
