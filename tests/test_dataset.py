@@ -91,3 +91,13 @@ def test_eval_and_train_geometry(mode):
     a = preprocessing.train_image(image, 32, mode, seed)
     assert a.shape == (32, 32, 3)
     np.testing.assert_array_equal(a, preprocessing.train_image(image, 32, mode, seed))
+
+
+def test_source_split_names_select_our_splits(tmp_path):
+    """VOC data is written as train/validation; `--dataset_split_name=trainval` must work too."""
+    info = write_dataset(str(tmp_path), "multi", sizes={"train": 4, "validation": 2})
+    info.source = {"format": "voc", "splits": {"train": "trainval", "validation": "test"}}
+    assert info.split("trainval") is info.split("train")
+    assert info.shard_paths(str(tmp_path), "test") == info.shard_paths(str(tmp_path), "validation")
+    with pytest.raises(KeyError, match=r"\['train', 'validation', 'test', 'trainval'\]"):
+        info.split("val")
