@@ -93,7 +93,7 @@ def local_runner(options: PipelineOptions) -> FnApiRunner | None:
 
     Threads, not Beam's multi_processing: worker processes each import TensorFlow and receive
     every record's bytes over gRPC; threads were 2.5x faster on the 6,000 satellite images
-    (Pillow and hashlib release the GIL). Not Beam's multi_threading either: its workers flush
+    (docs/performance.md). Not Beam's multi_threading either: its workers flush
     the data channel from a 1 s timer thread that can cut an element in two (a 60,000-image run
     failed with "Invalid PaneInfoEncoding"); -1 flushes by size only, between elements.
     """
