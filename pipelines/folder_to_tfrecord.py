@@ -1,11 +1,13 @@
 """Folder-per-class images → sharded TFRecords, as a standalone Beam job (e.g. for Dataflow).
 
-Same flags and library code as `recordkit convert`; Beam's own flags pass through:
+Same flags and library code as `recordkit convert` (so `--format voc` works too); Beam's own
+flags pass through:
 
     python -m pipelines.folder_to_tfrecord -t gs://BUCKET/pic --output-dir gs://BUCKET/data \\
         --dataset-name satellite --train-shards 16 --validation-shards 4 \\
-        --runner DataflowRunner --project PROJECT --region REGION \\
-        --temp_location gs://BUCKET/tmp --extra_package dist/recordkit-0.1.0.tar.gz
+        --runner DataflowRunner --project PROJECT --region REGION --temp_location gs://BUCKET/tmp \\
+        --extra_package dist/recordkit-0.1.0-py3-none-any.whl \\
+        --requirements_file pipelines/worker-requirements.txt --requirements_cache=skip
 """
 
 from __future__ import annotations
