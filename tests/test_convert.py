@@ -3,6 +3,7 @@
 import hashlib
 import json
 import pathlib
+import shutil
 
 import pytest
 import tensorflow as tf
@@ -372,3 +373,31 @@ def test_drop_duplicates_keeps_one_train_copy_and_drops_conflicts(dataset, tmp_p
     assert "mislabelled.jpg" not in names["train"] and "rock_0.jpg" not in names["train"]
     assert info.splits["train"].num_records == 12 + 2 - 3
     assert info.duplicates["dropped"] == 4
+
+
+SATELLITE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "satellite"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SATELLITE.is_dir(), reason=f"the real satellite dataset is not at {SATELLITE}")
+def test_tutorial_command_on_the_real_satellite_dataset(tmp_path, monkeypatch, capsys):
+    pic = tmp_path / "pic"
+    for split in ("train", "validation"):
+        shutil.copytree(SATELLITE / split, pic / split)
+    monkeypatch.chdir(tmp_path)
+    code = main(["convert", "-t", "pic/", "--train-shards", "2", "--validation-shards", "2",
+                 "--num-threads", "2", "--dataset-name", "satellite", "--no-progress"])
+    assert code == 0
+    assert "records: 4800 train, 1200 validation (6000 in all)" in capsys.readouterr().out
+    shards = sorted(pic.glob("satellite_*.tfrecord"))
+    assert [p.name for p in shards] == [
+        "satellite_train_00000-of-00002.tfrecord", "satellite_train_00001-of-00002.tfrecord",
+        "satellite_validation_00000-of-00002.tfrecord", "satellite_validation_00001-of-00002.tfrecord"]
+    classes = (pic / "label.txt").read_text().split()
+    assert classes == sorted(p.name for p in (SATELLITE / "train").iterdir())
+    train = read_records(shards[:2])
+    assert len(train) == 4800 and len(read_records(shards[2:])) == 1200
+    assert {classes[r["image/class/label"]] == r["image/class/text"].decode() for r in train} == {True}
+    info = metadata.load(str(pic))
+    assert sum(info.splits["train"].per_class.values()) == 4800
+    assert info.duplicates["conflicting_labels"] == 1  # the same picture under water/ and wetland/
