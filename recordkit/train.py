@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from recordkit import __version__, checkpoints, dataset, metadata, models, preprocessing
+from recordkit import __version__, checkpoints, dataset, metadata, metrics, models, preprocessing
 from recordkit.errors import RecordkitError
 
 log = logging.getLogger(__name__)
@@ -283,24 +283,11 @@ def weight_decay_loss(variables: list, weight_decay: float) -> tf.Tensor:
     return weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
 
 
-def mean_average_precision(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
-    """Mean over classes of (non-interpolated) average precision, ignoring masked entries."""
-    aps = []
-    for c in range(scores.shape[1]):
-        keep = mask[:, c] > 0
-        s, y = scores[keep, c], labels[keep, c]
-        if y.sum() == 0:
-            continue
-        hits = y[np.argsort(-s, kind="stable")]
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        aps.append(float((precision * hits).sum() / hits.sum()))
-    return float(np.mean(aps)) if aps else float("nan")
-
-
 def _metric(kind: str, logits: np.ndarray, targets: dict) -> tuple[str, float]:
     if kind == "softmax":
         return "accuracy", float(np.mean(np.argmax(logits, -1) == targets["label"]))
-    return "mAP", mean_average_precision(logits, targets["multi_hot"], targets["mask"])
+    gt = metrics.voc_ground_truth(targets["multi_hot"], 1 - targets["mask"])
+    return "mAP", metrics.mean_ap(metrics.average_precisions(logits, gt, "area"))
 
 
 @functools.cache
