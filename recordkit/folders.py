@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -55,9 +56,9 @@ class Layout:
     stray_files: list[tuple[str, str, str]] = field(default_factory=list)
 
     def patterns(self) -> list[tuple[str | None, str]]:
-        """(split, glob) for every class folder; `*` also matches hidden files like .DS_Store,
-        so they are reported rather than silently ignored."""
-        return [(split, _join(folder, "*")) for split, folder in self.class_dirs]
+        """(split, glob) for every class folder, sub-folders included (as Keras reads them).
+        `**` also matches hidden files like .DS_Store, so they are reported, not ignored."""
+        return [(split, _join(escape_glob(folder), "**")) for split, folder in self.class_dirs]
 
     def locate(self, split: str | None, path: str, seed: int) -> tuple[str, int, str, str]:
         """(split, label, class name, id relative to the split folder) for a matched file."""
@@ -70,6 +71,11 @@ class Layout:
         if split is None:
             split = "validation" if held_out(seed, inside_class, self.validation_fraction) else "train"
         return split, self.classes.index(name), name, relative
+
+
+def escape_glob(path: str) -> str:
+    """A folder named `[x]` or `a*b` must match itself, not a pattern."""
+    return re.sub(r"([[*?])", r"[\1]", path)
 
 
 def held_out(seed: int, name: str, fraction: float) -> bool:
@@ -234,7 +240,7 @@ def count_local_files(layout: Layout) -> int | None:
     """Total for the progress bar, where listing is cheap (a local folder)."""
     if "://" in layout.root:
         return None
-    return sum(len(os.listdir(os.path.dirname(pattern))) for _, pattern in layout.patterns())
+    return sum(len(files) for _, folder in layout.class_dirs for _, _, files in os.walk(folder))
 
 
 def convert_folders(options: ConvertOptions, beam_args: list[str] = (), show_progress: bool = True) -> ConvertResult:

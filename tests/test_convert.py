@@ -401,3 +401,21 @@ def test_tutorial_command_on_the_real_satellite_dataset(tmp_path, monkeypatch, c
     info = metadata.load(str(pic))
     assert sum(info.splits["train"].per_class.values()) == 4800
     assert info.duplicates["conflicting_labels"] == 1  # the same picture under water/ and wetland/
+
+
+def test_class_folders_with_glob_characters_and_sub_folders_lose_nothing(tmp_path):
+    root = tmp_path / "pic[1]"
+    imagegen.write_folder_dataset(root, {"train": {"[x]": 2, "a*b": 1, "plain": 1}, "validation": {"plain": 1}})
+    nested = root / "train" / "plain" / "sub" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "nested.jpg").write_bytes(imagegen.jpeg(seed=500))
+    (nested / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    result = run(root, tmp_path / "out")
+    info = metadata.load(str(tmp_path / "out"))
+    assert info.splits["train"].per_class == {"[x]": 2, "a*b": 1, "plain": 2}
+    assert [pathlib.Path(s["path"]).relative_to(root).as_posix() for s in result.report["skipped"]] == [
+        "train/plain/sub/deeper/.DS_Store"]
+    spec = {records.SOURCE_ID: tf.io.FixedLenFeature([], tf.string)}
+    ids = {tf.io.parse_single_example(r, spec)[records.SOURCE_ID].numpy().decode()
+           for r in tf.data.TFRecordDataset(info.shard_paths(str(tmp_path / "out"), "train"))}
+    assert "plain/sub/deeper/nested.jpg" in ids
