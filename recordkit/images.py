@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+# MPO is the multi-picture JPEG of phones and stereo cameras: the first frame is kept.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
+# Pillow itself refuses images above twice its MAX_IMAGE_PIXELS before we can look at them.
+PILLOW_HARD_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 RESIZE_MODES = ("stretch", "crop")
 _EXIF_ORIENTATION = 0x0112
 
@@ -42,6 +45,8 @@ class ImageOptions:
             raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}")
+        if not 1 <= self.max_pixels <= PILLOW_HARD_LIMIT:
+            raise ValueError(f"max pixels must be in 1..{PILLOW_HARD_LIMIT} (Pillow's own limit)")
         if self.size is not None and min(self.size) < 1:
             raise ValueError(f"image size must be positive, got {self.size}")
 
@@ -137,9 +142,11 @@ def _rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     if image.mode.startswith(("I", "F")):
-        pixels = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / max(float(pixels.max()), 1.0)
-        image = Image.fromarray(np.clip(pixels * scale, 0, 255).astype(np.uint8), "L")
+        # 16-bit samples scale by the bit depth, not by the image's own maximum: a dark image
+        # must stay dark. Float samples are taken as 0..255.
+        scale = 1 / 257 if image.mode.startswith("I") else 1.0
+        pixels = np.asarray(image, dtype=np.float64) * scale
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -39,6 +39,22 @@ def test_other_modes_and_formats_become_rgb_jpeg(mode, fmt):
     assert result.jpeg != data
 
 
+def test_sixteen_bit_images_scale_by_bit_depth_not_by_their_maximum():
+    dark = Image.fromarray(np.full((8, 8), 999, dtype=np.uint16))
+    assert dark.mode.startswith("I")
+    result = to_rgb_jpeg(imagegen.encode(dark, "PNG"), ImageOptions())
+    assert np.asarray(decode(result.jpeg)).max() <= 6  # 999 / 257 ≈ 4, not stretched to 255
+
+
+def test_multi_picture_jpeg_keeps_the_first_frame():
+    first, second = Image.new("RGB", (32, 24), (200, 0, 0)), Image.new("RGB", (32, 24), (0, 0, 200))
+    data = imagegen.encode(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    result = to_rgb_jpeg(data, ImageOptions())
+    pixels = np.asarray(decode(result.jpeg), float)
+    assert result.jpeg != data and pixels[..., 0].mean() > 150 and pixels[..., 2].mean() < 50
+
+
 def test_cmyk_colours_survive_conversion():
     rgb = imagegen.pattern(40, 30, seed=3)
     result = to_rgb_jpeg(imagegen.encode(rgb.convert("CMYK"), "JPEG", quality=95), ImageOptions())
@@ -170,3 +186,5 @@ def test_options_are_checked():
         ImageOptions(resize_mode="squash")
     with pytest.raises(ValueError, match="quality"):
         ImageOptions(jpeg_quality=0)
+    with pytest.raises(ValueError, match="Pillow's own limit"):
+        ImageOptions(max_pixels=images.PILLOW_HARD_LIMIT + 1)
