@@ -122,7 +122,7 @@ def _size(root) -> tuple[int, int] | None:
         return None
     try:
         height, width = int(float(_text(size, "height"))), int(float(_text(size, "width")))
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", or "inf"
         return None
     return (height, width) if height > 0 and width > 0 else None
 
@@ -391,6 +391,8 @@ def _read_annotation(layout: VocLayout, voc_split: str, image_id: str) -> tuple[
         return parse_annotation(read_bytes(path)), path
     except BadAnnotation as e:
         raise Rejected(path, str(e)) from None
+    except OSError as e:
+        raise Rejected(path, f"unreadable: {e}") from None
 
 
 def _read_image(layout: VocLayout, image_id: str, options: images.ImageOptions):

@@ -269,6 +269,20 @@ def test_voc_fixture_converts_with_devkit_labels_objects_and_reports(voc_root, t
             assert CANARY.encode() not in path.read_bytes(), path
 
 
+def test_infinite_size_and_unreadable_annotation_are_reported_not_fatal(tmp_path):
+    root = tmp_path / "VOC"
+    vocgen.write_voc(root, {"trainval": {"a1": Img([Obj("dog")]), "a2": Img([Obj("cat")]), "a3": Img([Obj("cow")])},
+                            "test": {"b1": Img([Obj("dog")])}})
+    a2 = root / "Annotations" / "a2.xml"
+    a2.write_text(a2.read_text().replace("<height>32</height>", "<height>inf</height>"))
+    (root / "Annotations" / "a3.xml").unlink()
+    (root / "Annotations" / "a3.xml").mkdir()  # exists, but cannot be read as a file
+    result = run(root, tmp_path / "out")
+    assert [(pathlib.Path(s["path"]).name, s["reason"].split(":")[0]) for s in result.report["skipped"]] == [
+        ("a3.xml", "unreadable")]
+    assert result.report["records"] == {"train": 2, "validation": 1}  # a2 kept: the decoded size wins
+
+
 def test_devkit_check_reports_a_disagreement(voc_root, tmp_path):
     dog_file = voc_root / "ImageSets" / "Main" / "dog_trainval.txt"
     dog_file.write_text(dog_file.read_text().replace("000001  1", "000001 -1") + "garbage line here\n")
