@@ -28,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 from recordkit import duplicates, metadata, records
-from recordkit.errors import RecordkitError
 
 _BATCH = 1024
 _PARALLEL_SHARDS = 8
@@ -119,16 +118,9 @@ class Report:
 
 def inspect(directory: str, verify: bool = False) -> tuple[Report, dict[str, SplitRecords]]:
     """The report, and the records it was made from (the contact sheet picks from them)."""
-    info = load_info(directory)
+    info = metadata.load(directory)
     contents = read(directory, info, verify)
     return summarize(directory, info, contents, verify), contents
-
-
-def load_info(directory: str) -> metadata.DatasetInfo:
-    try:
-        return metadata.load(directory)
-    except FileNotFoundError as e:
-        raise RecordkitError(str(e)) from None
 
 
 def read(directory: str, info: metadata.DatasetInfo, verify: bool = False) -> dict[str, SplitRecords]:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from recordkit import __version__
+from recordkit.errors import RecordkitError
 
 DATASET_JSON = "dataset.json"
 LABEL_TXT = "label.txt"
@@ -81,12 +82,13 @@ class DatasetInfo:
 
 
 def load(directory: str) -> DatasetInfo:
-    """Read dataset.json from a converted dataset directory (local or gs://)."""
+    """Read dataset.json from a converted dataset directory (local or gs://); a missing one is
+    the user's mistake (wrong folder, unfinished conversion), so it is a RecordkitError."""
     import tensorflow as tf
 
     path = join(directory, DATASET_JSON)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(
+        raise RecordkitError(
             f"{path} not found: is {directory!r} the output of `recordkit convert` "
             "(and did the conversion finish)?"
         )

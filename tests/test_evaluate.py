@@ -184,5 +184,8 @@ def test_eval_cli_on_a_train_dir(tmp_path, capsys):
     assert list(eval_dir.glob("events.out.tfevents.*"))
     assert main(args[:-1] + ["--model_name=inception_v3"]) == 2
     assert "does not match" in capsys.readouterr().err
+    assert main(args[:-2] + [f"--dataset_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dataset.json not found" in err and "\n" not in err
     assert main(args + ["--watch", "--timeout=0", "--eval_interval_secs=0"]) == 0
     assert "eval/Accuracy" in capsys.readouterr().out

@@ -256,3 +256,9 @@ def test_resumes_after_kill_9(tmp_path, data):
     result = train.train(_cfg(tmp_path, data["single"], optimizer="rmsprop", batch_size=4,
                                 max_number_of_steps=last + 2))
     assert (result.start_step, result.step) == (last, last + 2)
+
+
+def test_a_folder_without_dataset_json_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train", f"--train_dir={tmp_path / 'run'}", f"--dataset_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dataset.json not found" in err and "\n" not in err and "Traceback" not in err

@@ -33,7 +33,7 @@ def register(commands) -> None:
 
 
 def run(args, extra) -> int:
-    from recordkit import contact_sheet, inspect
+    from recordkit import contact_sheet, inspect, metadata
     from recordkit.errors import RecordkitError
 
     if args.samples_per_class < 1:
@@ -41,7 +41,7 @@ def run(args, extra) -> int:
     report, contents = inspect.inspect(args.directory, verify=args.verify)
     print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
     if args.contact_sheet:
-        info = inspect.load_info(args.directory)
+        info = metadata.load(args.directory)
         contact_sheet.make(args.directory, info, contents, args.samples_per_class).save(args.contact_sheet)
         if not args.json:
             print(f"\nwrote the contact sheet to {args.contact_sheet}")
