@@ -419,3 +419,9 @@ def test_class_folders_with_glob_characters_and_sub_folders_lose_nothing(tmp_pat
     ids = {tf.io.parse_single_example(r, spec)[records.SOURCE_ID].numpy().decode()
            for r in tf.data.TFRecordDataset(info.shard_paths(str(tmp_path / "out"), "train"))}
     assert "plain/sub/deeper/nested.jpg" in ids
+
+
+def test_a_mistyped_flag_is_an_error_not_a_silent_default(dataset, capsys):
+    code = main(["convert", "-t", str(dataset), "--validaton-shards", "5", "--num-threads", "1"])
+    assert code == 2
+    assert "unknown flag: --validaton-shards (did you mean --validation-shards?)" in capsys.readouterr().err

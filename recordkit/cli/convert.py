@@ -59,7 +59,27 @@ def register(commands) -> None:
               "or skip (drop the object, keep the image, warn) (default: %(default)s)")
     flags.add(voc, "check-devkit", action="store_true",
               help="compare the labels with ImageSets/Main/<class>_<split>.txt and report disagreements")
-    parser.set_defaults(run=run, pass_through=True)
+    ours = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    parser.set_defaults(run=run, pass_through=True, flag_names=ours)
+
+
+def check_beam_args(beam_args: list[str], ours: list[str]) -> None:
+    """Flags we don't know go to Beam, which only warns about ones it doesn't know either:
+    a typo like --validaton-shards would silently run with the default."""
+    import difflib
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(beam_args)
+    known = options.get_all_options(retain_unknown_options=False)
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
+    typed = [a.split("=", 1)[0] for a in beam_args if a.startswith("--")]
+    hints = []
+    for flag in dict.fromkeys(f for f in typed if f[2:].replace("-", "_") in unknown):
+        close = difflib.get_close_matches(flag, ours + [f"--{name}" for name in known], n=1)
+        hints.append(flag + (f" (did you mean {close[0]}?)" if close else ""))
+    if hints:
+        raise RecordkitError(f"unknown flag{'s' if len(hints) > 1 else ''}: {', '.join(hints)}")
 
 
 def options_from(args):
@@ -96,6 +116,7 @@ def options_from(args):
 def run(args, beam_args) -> int:
     from recordkit.folders import convert_folders
 
+    check_beam_args(beam_args, args.flag_names)
     if args.format == "voc" or (args.format is None and args.voc_root):
         return run_voc(args, beam_args)
     if not args.input_dir:
