@@ -50,6 +50,30 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_jpeg(encoded, channels=3)
 
 
+def _augmented(ds: tf.data.Dataset, image_size: int, mode: str, seed: int | None) -> tf.data.Dataset:
+    """Random crop + flip, decoding only the crop window; uint8 pixels.
+
+    Each example gets its own augmentation seed from (seed, position in the stream), so
+    augmentation is reproducible and survives a restart from a checkpoint.
+    """
+    base = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
+
+    def crop_flip(index, example):
+        encoded, targets = example
+        seed_pair = tf.stack([tf.constant(base, tf.int64), index])
+        return preprocessing.train_jpeg(encoded, image_size, mode, seed_pair), targets
+
+    return ds.enumerate().map(crop_flip, num_parallel_calls=AUTOTUNE)
+
+
+def _eval_pixels(ds: tf.data.Dataset, image_size: int, mode: str) -> tf.data.Dataset:
+    """The deterministic eval resize/crop; float pixels in [0, 255]."""
+    return ds.map(
+        lambda encoded, targets: (preprocessing.eval_image(decode(encoded), image_size, mode), targets),
+        num_parallel_calls=AUTOTUNE,
+    )
+
+
 def make(
     dataset_dir: str,
     split: str,
@@ -92,29 +116,10 @@ def make(
     ds = ds.map(_parse_fn(info), num_parallel_calls=AUTOTUNE)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        # Each example gets its own augmentation seed from (seed, position in the stream),
-        # so augmentation is reproducible and survives a restart from a checkpoint.
-        base = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
-
-        def random_crop_flip(index, example):
-            encoded, targets = example
-            image = preprocessing.train_image(
-                decode(encoded), image_size, mode, tf.stack([tf.constant(base, tf.int64), index])
-            )
-            return preprocessing.preprocess(image, mode), targets
-
-    if augment:
-        ds = ds.enumerate().map(random_crop_flip, num_parallel_calls=AUTOTUNE)
-    else:
-        ds = ds.map(
-            lambda encoded, targets: (
-                preprocessing.preprocess(preprocessing.eval_image(decode(encoded), image_size, mode), mode),
-                targets,
-            ),
-            num_parallel_calls=AUTOTUNE,
-        )
+    ds = _augmented(ds, image_size, mode, seed) if augment else _eval_pixels(ds, image_size, mode)
+    # Batching uint8 moves a quarter of the bytes of float32, and the scaling runs once per batch.
     ds = ds.batch(batch_size, drop_remainder=training)
+    ds = ds.map(lambda images, targets: (preprocessing.preprocess(images, mode), targets), num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = seed is not None or not training
     return ds.with_options(options).prefetch(AUTOTUNE)

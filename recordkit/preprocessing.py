@@ -71,27 +71,51 @@ def eval_image(image: tf.Tensor, size: int, mode: str) -> tf.Tensor:
     return tf.clip_by_value(_centre_crop(image, size, size), 0.0, 255.0)
 
 
-def train_image(image: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
-    """Random crop and horizontal flip, reproducible from a [2] int seed (stateless ops).
+def _train_window(shape: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
+    """The random crop as a window [top, left, height, width] of the *original* image, so a
+    JPEG can be decoded only there (`decode_and_crop_jpeg`) instead of decoded whole and cut.
 
     Inception: slim's distorted bounding box (10% object cover, area 5-100%, aspect 3/4-4/3).
-    VGG/caffe: slim's random shorter side in [256, 512] (scaled to `size`), random crop.
+    VGG/caffe: slim's random shorter side in [256, 512] (scaled to `size`) then a size x size
+    crop, i.e. a square of size * shorter_side / drawn_side original pixels at a random offset.
     """
-    check_mode(mode)
-    seeds = tf.random.experimental.stateless_split(seed, 3)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
     if mode == "inception":
         begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
+            shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
             min_object_covered=0.1, aspect_ratio_range=(0.75, 1.33), area_range=(0.05, 1.0),
             max_attempts=100, use_image_if_no_bounding_boxes=True,
         )
-        image = _resize(tf.slice(image, begin, crop_size), size, size)
-    else:
-        shorter = tf.random.stateless_uniform(
-            [], seeds[0], round(size * 256 / 224), round(size * 512 / 224) + 1, dtype=tf.int32
-        )
-        image = tf.image.stateless_random_crop(
-            _resize_shorter_side(image, shorter), [size, size, 3], seed=seeds[1]
-        )
-    image = tf.image.stateless_random_flip_left_right(image, seeds[2])
-    return tf.clip_by_value(image, 0.0, 255.0)
+        return tf.concat([begin[:2], crop_size[:2]], 0)
+    hw = tf.cast(shape[:2], tf.int32)
+    drawn = tf.random.stateless_uniform(
+        [], seeds[0], round(size * 256 / 224), round(size * 512 / 224) + 1, dtype=tf.int32
+    )
+    side = tf.minimum(size * tf.reduce_min(hw) // drawn, tf.reduce_min(hw))
+    offset = tf.random.stateless_uniform([2], seeds[1], 0, tf.int32.max, dtype=tf.int32) % (hw - side + 1)
+    return tf.concat([offset, tf.stack([side, side])], 0)
+
+
+def _resize_flip(window: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Flip the uint8 window (before the resize: fewer bytes), one bilinear resize, back to
+    uint8. Plain bilinear is slim's training resize; a convex blend of uint8 needs no clip."""
+    window = tf.image.stateless_random_flip_left_right(window, seed)
+    return tf.cast(tf.round(tf.image.resize(window, [size, size])), tf.uint8)
+
+
+def train_jpeg(encoded: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
+    """JPEG bytes → random crop and horizontal flip, size x size x 3 uint8, reproducible from
+    a [2] int seed (stateless ops). Decodes only the crop window."""
+    check_mode(mode)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    window = _train_window(tf.io.extract_jpeg_shape(encoded), size, mode, seeds[0])
+    return _resize_flip(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), size, seeds[1])
+
+
+def train_image(image: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
+    """`train_jpeg` on a decoded HxWx3 image: the same window (pixels may differ by JPEG
+    chroma upsampling at the window's edges)."""
+    check_mode(mode)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    window = _train_window(tf.shape(image), size, mode, seeds[0])
+    return _resize_flip(image[window[0] : window[0] + window[2], window[1] : window[1] + window[3]], size, seeds[1])
