@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -22,9 +22,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.environments import EmbeddedPythonGrpcEnvironment, python_sdk_capabilities
 
 from recordkit import images, output, progress
-from recordkit.metadata import REPORT_JSON, DatasetInfo, join, load
+from recordkit.errors import RecordkitError
+from recordkit.metadata import DATASET_JSON, REPORT_JSON, DatasetInfo, join, load
 
 DEFAULT_SEED = 0
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ class ConvertOptions:
     strict: bool = False
     validation_fraction: float | None = None  # split ROOT/<class>/* by a seeded hash
     drop_duplicates: bool = False
+
+    def __post_init__(self):
+        if not DATASET_NAME.fullmatch(self.dataset_name):
+            raise RecordkitError(
+                f"dataset name {self.dataset_name!r}: use letters, digits, '.', '-' and '_' "
+                "(it becomes part of file names and patterns)"
+            )
 
     @property
     def destination(self) -> str:
@@ -108,13 +117,25 @@ def is_local(options: PipelineOptions) -> bool:
     return runner in ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
+def _check_not_another_dataset(destination: str, name: str) -> None:
+    """label.txt and dataset.json have fixed names: a second dataset would replace the first's."""
+    if tf.io.gfile.exists(join(destination, DATASET_JSON)):
+        existing = load(destination).name
+        if existing != name:
+            raise RecordkitError(
+                f"{destination} already holds dataset {existing!r}: write {name!r} to another "
+                "--output-dir (or remove the old one)"
+            )
+
+
 def run_pipeline(build, options: ConvertOptions, beam_args: list[str], total: int | None, show_progress: bool):
     """Run `build(pipeline, staging, progress_dir)` and read back what it published."""
     beam_options = pipeline_options(beam_args, options.num_workers)
     destination = options.destination
+    _check_not_another_dataset(destination, options.dataset_name)
     tf.io.gfile.makedirs(destination)
     output.remove_stale_staging(destination, options.dataset_name)
-    staging = output.staging_dir(destination, options.dataset_name, uuid.uuid4().hex[:12])
+    staging = output.new_staging_dir(destination, options.dataset_name)
     tf.io.gfile.makedirs(staging)
     progress_dir = tempfile.mkdtemp(prefix="recordkit-progress-") if is_local(beam_options) else None
     start = time.monotonic()

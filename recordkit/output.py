@@ -9,6 +9,7 @@ was; the next run clears the leftover staging folder.
 
 from __future__ import annotations
 
+import uuid
 from typing import Iterable
 
 import tensorflow as tf
@@ -16,15 +17,18 @@ import tensorflow as tf
 from recordkit.metadata import join
 
 STAGING_PREFIX = ".recordkit-staging-"
+RUN_ID_LENGTH = 12
 
 
-def staging_dir(output_dir: str, dataset_name: str, run_id: str) -> str:
-    return join(output_dir, f"{STAGING_PREFIX}{dataset_name}-{run_id}")
+def new_staging_dir(output_dir: str, dataset_name: str) -> str:
+    """A fresh folder name per run, so a retried or concurrent run never mixes shards."""
+    return join(output_dir, f"{STAGING_PREFIX}{dataset_name}-{uuid.uuid4().hex[:RUN_ID_LENGTH]}")
 
 
 def remove_stale_staging(output_dir: str, dataset_name: str) -> list[str]:
     """Remove staging folders an interrupted run of the same dataset left behind."""
-    stale = tf.io.gfile.glob(join(output_dir, f"{STAGING_PREFIX}{dataset_name}-*"))
+    run_id = "[0-9a-f]" * RUN_ID_LENGTH  # so dataset "a" never matches dataset "a-b"'s folders
+    stale = tf.io.gfile.glob(join(output_dir, f"{STAGING_PREFIX}{dataset_name}-{run_id}"))
     for path in stale:
         remove_tree(path)
     return stale

@@ -425,3 +425,16 @@ def test_a_mistyped_flag_is_an_error_not_a_silent_default(dataset, capsys):
     code = main(["convert", "-t", str(dataset), "--validaton-shards", "5", "--num-threads", "1"])
     assert code == 2
     assert "unknown flag: --validaton-shards (did you mean --validation-shards?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../up", "x*", "-dash"])
+def test_dataset_name_must_be_safe_in_file_names(dataset, name):
+    with pytest.raises(RecordkitError, match="dataset name"):
+        run(dataset, dataset_name=name)
+
+
+def test_a_second_dataset_in_the_same_folder_is_refused(dataset, tmp_path):
+    run(dataset, tmp_path / "out", dataset_name="a")
+    with pytest.raises(RecordkitError, match="already holds dataset 'a'"):
+        run(dataset, tmp_path / "out", dataset_name="a_train")
+    assert metadata.load(str(tmp_path / "out")).name == "a"
