@@ -434,6 +434,11 @@ def train(cfg: TrainConfig) -> TrainResult:
             f"--dataset_name {cfg.dataset_name!r} but {cfg.dataset_dir}/dataset.json is {info.name!r}"
         )
     split = _split(info, cfg.dataset_split_name)
+    if not split.num_records:
+        raise RecordkitError(
+            f"split {cfg.dataset_split_name!r} of {cfg.dataset_dir} has no records (every file "
+            f"was skipped at conversion? see {metadata.REPORT_JSON} there): nothing to train on"
+        )
     spec = models.get(cfg.model_name)
     if cfg.batch_size < 1:
         raise RecordkitError("--batch_size must be at least 1")

@@ -262,3 +262,10 @@ def test_a_folder_without_dataset_json_is_a_one_line_error(tmp_path, capsys):
     assert main(["train", f"--train_dir={tmp_path / 'run'}", f"--dataset_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "dataset.json not found" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_an_empty_training_split_is_named_in_the_error(tmp_path):
+    data_dir = str(tmp_path / "empty")
+    write_dataset(data_dir, "single", num_classes=2, sizes={"train": 0, "validation": 2})
+    with pytest.raises(RecordkitError, match=f"split 'train' of {data_dir} has no records"):
+        train.train(_cfg(tmp_path, data_dir))
