@@ -502,7 +502,8 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
         state, cfg.train_dir, max_to_keep=MAX_TO_KEEP, checkpoint_name=CHECKPOINT_NAME, step_counter=step
     )
     if latest:
-        state.restore(latest).expect_partial()
+        restore_model(model, latest)  # a mismatch must fail, not train from random weights
+        state.restore(latest).expect_partial()  # optimizer, step, iterator (absent in cached runs)
         log.info("resumed from %s at step %d (a checkpoint in train_dir wins: --checkpoint_path "
                  "is not loaded again)", latest, int(step.numpy()))
     if cached:
@@ -596,10 +597,15 @@ def load_for_inference(checkpoint_path: str) -> tuple[keras.Model, dict]:
             raise RecordkitError(f"checkpoint {prefix} not found ({prefix}.index is missing)")
     meta = read_run_metadata(train_dir)
     model = build_model(meta)
+    restore_model(model, prefix)
+    meta["checkpoint"] = prefix
+    return model, meta
+
+
+def restore_model(model: keras.Model, prefix: str) -> None:
+    """Load a run checkpoint's model weights; every model variable must be in it."""
     status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     try:
         status.assert_existing_objects_matched()
     except AssertionError as e:
         raise RecordkitError(f"{prefix} does not match the model in {RUN_JSON}: {e}") from None
-    meta["checkpoint"] = prefix
-    return model, meta

@@ -269,3 +269,13 @@ def test_an_empty_training_split_is_named_in_the_error(tmp_path):
     write_dataset(data_dir, "single", num_classes=2, sizes={"train": 0, "validation": 2})
     with pytest.raises(RecordkitError, match=f"split 'train' of {data_dir} has no records"):
         train.train(_cfg(tmp_path, data_dir))
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, data):
+    cfg = _cfg(tmp_path, data["single"], max_number_of_steps=1)
+    train.train(cfg)
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    tf.train.Checkpoint(model=other).save(os.path.join(cfg.train_dir, train.CHECKPOINT_NAME))
+    with pytest.raises(RecordkitError, match="does not match the model"):
+        train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2))
+
