@@ -279,3 +279,14 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, data):
     with pytest.raises(RecordkitError, match="does not match the model"):
         train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2))
 
+
+def test_cli_help_does_not_import_tensorflow():
+    """`recordkit --help` took seconds when a subcommand module imported TensorFlow."""
+    code = ("import sys\nfrom recordkit.cli import main\n"
+            "for argv in (['--help'], *([c, '--help'] for c in ('train', 'eval', 'export', 'classify', 'inspect'))):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported TF'\n"
+            "import os\nassert os.environ['TF_CPP_MIN_LOG_LEVEL'] == '2'\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

@@ -15,6 +15,7 @@ COMMANDS = ("convert", "train", "eval", "export", "classify", "inspect")
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()  # before anything imports TensorFlow, which reads it once
     parser = argparse.ArgumentParser(
         prog="recordkit",
         description="Image datasets to sharded TFRecords (Apache Beam) and ImageNet fine-tuning.",
@@ -24,7 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(f"recordkit.cli.{name}").register(commands)
     args, extra = parser.parse_known_args(argv)
-    quiet_libraries()
     if extra and not getattr(args, "pass_through", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from recordkit import preprocessing, train
 from recordkit.cli import flags
+from recordkit.train_config import DECAY_TYPES, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
 
 
 def _scopes(text: str) -> list[str]:
@@ -20,7 +20,7 @@ def register(commands) -> None:
         description="Fine-tune a registry model on a converted dataset. A checkpoint already in "
         "--train_dir wins over --checkpoint_path (the run resumes). See docs/train.md.",
     )
-    d = train.TrainConfig.__dataclass_fields__
+    d = TrainConfig.__dataclass_fields__
     req = p.add_argument_group("where")
     flags.add(req, "train_dir", required=True, help="checkpoints, summaries, recordkit_run.json")
     flags.add(req, "dataset_dir", required=True, help="output of `recordkit convert`")
@@ -35,17 +35,18 @@ def register(commands) -> None:
     flags.add(m, "trainable_scopes", type=_scopes, default=[],
               help="comma-separated slim scopes (or layer names) to train; default all")
     flags.add(m, "image_size", type=int, default=None, help="default: the model's native size")
-    flags.add(m, "preprocessing", choices=preprocessing.MODES, default=None,
-              help="default: what the weights were trained with")
+    flags.add(m, "preprocessing", default=None,
+              help="inception | vgg | caffe (checked by the library); default: what the weights "
+              "were trained with")
     flags.add(m, "dropout", type=float, default=None, help="rate of every dropout layer; default as in the original")
     o = p.add_argument_group("optimisation")
     flags.add(o, "max_number_of_steps", type=int, default=None)
     flags.add(o, "batch_size", type=int, default=d["batch_size"].default)
-    flags.add(o, "loss", choices=train.LOSSES, default=None,
+    flags.add(o, "loss", choices=LOSSES, default=None,
               help="default: softmax for single-label, sigmoid for multi-label datasets")
-    flags.add(o, "optimizer", choices=train.OPTIMIZERS, default=d["optimizer"].default)
+    flags.add(o, "optimizer", choices=OPTIMIZERS, default=d["optimizer"].default)
     flags.add(o, "learning_rate", type=float, default=d["learning_rate"].default)
-    flags.add(o, "learning_rate_decay_type", choices=train.DECAY_TYPES,
+    flags.add(o, "learning_rate_decay_type", choices=DECAY_TYPES,
               default=d["learning_rate_decay_type"].default)
     for name in ("learning_rate_decay_factor", "num_epochs_per_decay", "end_learning_rate",
                  "weight_decay", "opt_epsilon", "rmsprop_momentum", "rmsprop_decay", "momentum",
@@ -61,7 +62,7 @@ def register(commands) -> None:
     flags.add(r, "feature_cache", choices=("auto", "on", "off"), default="auto",
               help="auto: when only the new head trains, train it on cached backbone features")
     flags.add(r, "shuffle_buffer", type=int, default=d["shuffle_buffer"].default)
-    flags.add(r, "strategy", choices=train.STRATEGIES, default="default",
+    flags.add(r, "strategy", choices=STRATEGIES, default="default",
               help="tf.distribute strategy: mirrored = all local GPUs")
     flags.add(r, "mixed_precision", action="store_true", help="float16 compute (GPUs)")
     p.set_defaults(run=run)
@@ -78,9 +79,11 @@ def _log_to_stderr(logger: logging.Logger) -> None:
 
 
 def run(args, extra) -> int:
+    from recordkit import train
+
     _log_to_stderr(logging.getLogger("recordkit"))
-    fields = train.TrainConfig.__dataclass_fields__
-    cfg = train.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     result = train.train(cfg)
     print(
         f"trained {cfg.model_name}: steps {result.start_step}→{result.step} in {result.seconds:.1f} s "
