@@ -27,8 +27,8 @@ def test_slim_map_covers_every_variable_once(name):
     assert sorted(id(e.variable) for e in entries) == sorted(id(v) for v in model.weights)
     names = [e.slim_name for e in entries]
     assert len(set(names)) == len(names)
-    assert all(n.startswith(spec.slim_scope + "/") for n in names)
-    head = [e for e in entries if any(e.slim_name.startswith(s + "/") for s in spec.head_slim_scopes)]
+    assert len({n.split("/")[0] for n in names}) == 1  # one slim model scope
+    head = [e for e in entries if e.slim_name.startswith(spec.dense_slim_scopes[models.LOGITS] + "/")]
     assert {e.layer_name for e in head} == {models.LOGITS}
     assert model.output.shape[-1] == 7
 

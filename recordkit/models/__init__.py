@@ -43,7 +43,6 @@ class ModelSpec:
     aliases: tuple[str, ...]
     native_size: int
     min_size: int
-    slim_scope: str
     slim_num_classes: int
     keras_num_classes: int
     dropout: float
@@ -54,7 +53,6 @@ class ModelSpec:
     dense_slim_scopes: dict[str, str]
     keras_top_slim_scopes: dict[str, str]
     backbone_entries: Callable[[keras.Model], list[SlimEntry]]
-    head_slim_scopes: tuple[str, ...]
     absent_slim_scopes: tuple[str, ...] = field(default_factory=tuple)
 
     def backbone(self, image_size: int, weights: str | None = None) -> keras.Model:
@@ -143,11 +141,6 @@ def keras_application_entries(spec: ModelSpec, app: keras.Model) -> list[SlimEnt
     """Slim names for the variables of a Keras application (with or without its top)."""
     tops = {k: v for k, v in spec.keras_top_slim_scopes.items() if k in {l.name for l in app.layers}}
     return spec.backbone_entries(app) + dense_entries(app, tops)
-
-
-def head_layer_names() -> tuple[str, ...]:
-    """The layers that a head-only run trains (the new classifier)."""
-    return (HEAD_DROPOUT, LOGITS)
 
 
 from recordkit.models import inception_v3, vgg_16  # noqa: E402,F401  (registers the models)

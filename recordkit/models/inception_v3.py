@@ -114,7 +114,6 @@ SPEC = register(
         aliases=("inceptionv3", "inception-v3"),
         native_size=299,
         min_size=75,
-        slim_scope=SCOPE,
         slim_num_classes=1001,
         keras_num_classes=1000,
         dropout=0.2,  # slim: dropout_keep_prob=0.8 before the logits
@@ -125,7 +124,6 @@ SPEC = register(
         dense_slim_scopes={"logits": f"{SCOPE}/Logits/Conv2d_1c_1x1"},
         keras_top_slim_scopes={"predictions": f"{SCOPE}/Logits/Conv2d_1c_1x1"},
         backbone_entries=backbone_entries,
-        head_slim_scopes=(f"{SCOPE}/Logits",),
         absent_slim_scopes=(f"{SCOPE}/AuxLogits",),
     )
 )

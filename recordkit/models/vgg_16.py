@@ -41,7 +41,6 @@ SPEC = register(
         aliases=("vgg16", "vgg-16"),
         native_size=224,
         min_size=32,
-        slim_scope=SCOPE,
         slim_num_classes=1000,
         keras_num_classes=1000,
         dropout=0.5,
@@ -54,6 +53,5 @@ SPEC = register(
             "fc1": f"{SCOPE}/fc6", "fc2": f"{SCOPE}/fc7", "predictions": f"{SCOPE}/fc8",
         },
         backbone_entries=backbone_entries,
-        head_slim_scopes=(f"{SCOPE}/fc8",),
     )
 )
