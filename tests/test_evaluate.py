@@ -166,7 +166,7 @@ def test_run_and_dataset_mismatches_are_clear_errors(toy_single):
 
 @pytest.mark.slow
 def test_eval_cli_on_a_train_dir(tmp_path, capsys):
-    from _e5_run import tiny_run
+    from tiny_training_run import tiny_run
 
     from recordkit.cli import main
 

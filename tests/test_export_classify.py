@@ -198,7 +198,7 @@ def test_export_from_slim_checkpoint_matches_slim_and_keras(tmp_path, images_dir
 @pytest.mark.slow
 def test_run_export_classify_round_trip(tmp_path, images_dir, capsys):
     """train -> export (CLI) -> classify gives the in-memory model's scores."""
-    from _e5_run import tiny_run
+    from tiny_training_run import tiny_run
 
     from recordkit import train
 
