@@ -119,6 +119,8 @@ def write_atomically(output_dir: str, write: Callable[[str], None], overwrite: b
             f"export writes to a local directory (atomically); copy it to {output_dir} afterwards"
         )
     output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise RecordkitError(f"{output_dir} is a file; --output_dir must be a directory")
     if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
         raise RecordkitError(f"{output_dir} already exists and is not empty (pass --overwrite)")
     parent = os.path.dirname(output_dir)
@@ -129,7 +131,11 @@ def write_atomically(output_dir: str, write: Callable[[str], None], overwrite: b
         if os.path.exists(output_dir):
             old = temp + ".old"
             os.rename(output_dir, old)
-            os.rename(temp, output_dir)
+            try:
+                os.rename(temp, output_dir)
+            except OSError:
+                os.rename(old, output_dir)  # the previous export stays in place
+                raise
             shutil.rmtree(old)
         else:
             os.rename(temp, output_dir)

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -164,6 +165,40 @@ def test_export_is_atomic_and_refuses_to_overwrite(model, exported, tmp_path):
     assert (target / "stale.txt").read_text() == "old"
     export.write_atomically(str(target), lambda p: open(f"{p}/new.txt", "w").close(), overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+
+
+def test_export_to_a_file_or_a_failed_swap_keeps_what_was_there(tmp_path, monkeypatch):
+    a_file = tmp_path / "model.txt"
+    a_file.write_text("x")
+    with pytest.raises(RecordkitError, match="is a file"):
+        export.write_atomically(str(a_file), lambda p: None, overwrite=True)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    rename = os.rename
+
+    def second_rename_fails(src, dst):
+        if str(dst) == str(target) and ".tmp-" in str(src) and not str(src).endswith(".old"):
+            raise OSError("cross-device link")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", second_rename_fails)
+    with pytest.raises(OSError):
+        export.write_atomically(str(target), lambda p: open(f"{p}/new.txt", "w").close(), overwrite=True)
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.txt", "out"]
+
+
+def test_an_unreadable_file_is_a_per_file_error(tmp_path, monkeypatch):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg(0))
+
+    def denied(*args, **kwargs):
+        raise tf.errors.PermissionDeniedError(None, None, "permission denied")
+
+    monkeypatch.setattr(tf.io.gfile, "GFile", denied)
+    with pytest.raises(classify.images.BadImage, match="cannot read: permission denied"):
+        classify.read_image(str(path))
 
 
 @pytest.mark.slow
