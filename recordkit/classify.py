@@ -101,8 +101,11 @@ def read_image(path: str) -> bytes:
                               else "no file matches this pattern")
     if tf.io.gfile.isdir(path):
         raise images.BadImage("is a directory")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+    except tf.errors.OpError as e:  # permission denied, a vanished or unreadable remote file
+        raise images.BadImage(f"cannot read: {e.message}") from None
     return images.to_rgb_jpeg(data, images.ImageOptions()).jpeg
 
 
