@@ -73,6 +73,10 @@ class SplitRecords:
 
 @dataclass(frozen=True)
 class Copy:
+    """One stored copy of an image. Not `duplicates.Copy`: inspect also names the shard and
+    record index (where to look), and its findings have no `dropped` (nothing is dropped
+    here); the kind still comes from `duplicates.kind_of`, so both judge copies alike."""
+
     split: str
     path: str  # image/source_id: the source file's path under the split folder
     label: tuple[str, ...]
