@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import threading
@@ -61,18 +62,21 @@ def _with_comment(jpeg: bytes, text: bytes) -> bytes:
 
 @dataclass
 class Run:
-    """A finished command: wall seconds and peak RSS (MiB) of the process and its children."""
+    """A finished command: wall seconds, peak RSS (MiB) of the process and its children, and
+    CPU seconds (user + system) of the whole tree: on a shared machine the wall time moves with
+    other jobs' load, the CPU time much less, so it shows whether the work itself changed."""
 
     seconds: float
     launcher_mib: float
     workers_mib: float
     stdout: str
+    cpu_seconds: float = 0.0
 
 
 def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
     """Run `args`, sampling the RSS of the process tree every 50 ms (the kernel's peak for
     the launcher, the largest sample for any descendant)."""
-    start = time.monotonic()
+    start, cpu_before = time.monotonic(), _children_cpu()
     process = subprocess.Popen(list(args), cwd=cwd, env=QUIET_ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     peaks = {"launcher": 0.0, "workers": 0.0}
@@ -92,7 +96,12 @@ def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
     sampler.join()
     if process.returncode:
         raise RuntimeError(f"{' '.join(map(str, args))} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return Run(seconds, peaks["launcher"], peaks["workers"], stdout)
+    return Run(seconds, peaks["launcher"], peaks["workers"], stdout, _children_cpu() - cpu_before)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _descendants(pid: int) -> list[int]:
