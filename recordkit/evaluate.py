@@ -187,6 +187,8 @@ def write_report(report: Report, eval_dir: str) -> str:
     """JSON (one file per checkpoint, plus eval.json for the latest) and TensorBoard scalars."""
     import tensorflow as tf
 
+    from recordkit import summaries
+
     tf.io.gfile.makedirs(eval_dir)
     text = json.dumps(_json_safe(asdict(report)), indent=2) + "\n"
     name = f"eval_{report.step}.json" if report.step is not None else "eval.json"
@@ -197,27 +199,8 @@ def write_report(report: Report, eval_dir: str) -> str:
     for class_name, row in report.per_class.items():
         scalars.update({f"eval/per_class/{metric}/{class_name}": value
                         for metric, value in row.items() if isinstance(value, float)})
-    write_scalars(eval_dir, report.step or 0, scalars)
+    summaries.write_scalars(eval_dir, report.step or 0, scalars)
     return os.path.join(eval_dir, name)
-
-
-def write_scalars(log_dir: str, step: int, scalars: dict[str, float]) -> None:
-    """TensorBoard scalars written with core TF only: `tf.summary.scalar` needs the
-    tensorboard package, which a tensorflow-cpu install may lack. NaN is skipped."""
-    import tensorflow as tf
-
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR,
-    ).SerializeToString()
-    writer = tf.summary.create_file_writer(log_dir)
-    with writer.as_default(step=step):
-        for tag, value in scalars.items():
-            if not math.isnan(value):
-                tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata)
-    writer.close()
 
 
 def checkpoint_step(path: str) -> int | None:

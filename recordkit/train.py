@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from recordkit import __version__, checkpoints, dataset, metadata, metrics, models, preprocessing
+from recordkit import __version__, checkpoints, dataset, metadata, metrics, models, preprocessing, summaries
 from recordkit.errors import RecordkitError
 from recordkit.train_config import DECAY_TYPES, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
 
@@ -271,7 +270,7 @@ class _Run:
         self.writer = tf.summary.create_file_writer(cfg.train_dir)
 
     def train_step(self, forward):
-        """A compiled step: forward(inputs, training) → logits; returns loss, logits, targets."""
+        """A compiled step: forward(inputs) → logits in training mode; returns loss, logits, targets."""
         kind, wd, global_batch = self.meta["loss"], self.cfg.weight_decay, self.cfg.batch_size
 
         def replica_step(inputs, targets):
@@ -320,23 +319,12 @@ class _Run:
         name, value = _metric(self.meta["loss"], logits, targets)
         step = int(self.step.numpy())
         with self.writer.as_default(step=step):
-            _scalar("loss", loss)
-            _scalar("learning_rate", self.learning_rate())
-            _scalar(name, value)
+            summaries.scalar("loss", loss)
+            summaries.scalar("learning_rate", self.learning_rate())
+            summaries.scalar(name, value)
             if images is not None:
                 _images("inputs", images[:3])
         self.writer.flush()
-
-
-def _plugin(name: str) -> bytes:
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=name)
-    ).SerializeToString()
-
-
-def _scalar(name: str, value: float) -> None:
-    """TensorBoard scalar via the core op (the tensorboard package is only needed to view)."""
-    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_plugin("scalars"))
 
 
 def _images(name: str, images: tf.Tensor) -> None:
@@ -347,12 +335,12 @@ def _images(name: str, images: tf.Tensor) -> None:
     pixels = tf.cast(255 * (images - low) / tf.maximum(high - low, 1e-6), tf.uint8)
     shape = tf.strings.as_string(tf.shape(pixels)[1:3])
     encoded = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
-    tf.summary.write(name, tf.concat([shape[::-1], encoded], 0), metadata=_plugin("images"))
+    tf.summary.write(name, tf.concat([shape[::-1], encoded], 0), metadata=summaries.plugin_metadata("images"))
 
 
 def _cached_features(run: _Run, info, dataset_dir: str) -> tuple[np.ndarray, dict]:
     """The frozen body's outputs for every training image (eval preprocessing, inference mode)."""
-    body = keras.Model(run.model.input, run.model.get_layer(models.HEAD_DROPOUT).input)
+    body, _ = _body_and_head(run.model)
     ds = dataset.make(
         dataset_dir, run.cfg.dataset_split_name, image_size=run.meta["image_size"],
         mode=run.meta["preprocessing"], batch_size=run.cfg.batch_size, training=False, info=info,
@@ -464,8 +452,8 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
     if cached:
         # After the restore: a resumed run's body has its checkpointed weights only from here on.
         features, targets = _cached_features(run, info, cfg.dataset_dir)
-        head_dropout, logits_layer = model.get_layer(models.HEAD_DROPOUT), model.get_layer(models.LOGITS)
-        step_fn = run.train_step(lambda f: logits_layer(head_dropout(f, training=True)))
+        _, head = _body_and_head(model)
+        step_fn = run.train_step(head)
 
         def next_batch():
             idx = _stream_indices(meta["seed"], int(step.numpy()), cfg.batch_size, len(features))
@@ -484,9 +472,16 @@ def _forward(model: keras.Model):
     frozen body runs in inference mode (its dropout too), as the cached features were made."""
     if not _head_only(model):
         return lambda images: model(images, training=True)
+    body, head = _body_and_head(model)
+    return lambda images: head(body(images, training=False))
+
+
+def _body_and_head(model: keras.Model):
+    """The frozen body (inputs → features before the head's dropout) and the new head
+    (features → logits, dropout in training mode), sharing the model's layers."""
     body = keras.Model(model.input, model.get_layer(models.HEAD_DROPOUT).input)
     head_dropout, logits_layer = model.get_layer(models.HEAD_DROPOUT), model.get_layer(models.LOGITS)
-    return lambda images: logits_layer(head_dropout(body(images, training=False), training=True))
+    return body, lambda features: logits_layer(head_dropout(features, training=True))
 
 
 def _loop(run: _Run, step_fn, next_batch, manager, latest, cached) -> TrainResult:
