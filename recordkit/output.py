@@ -9,6 +9,7 @@ was; the next run clears the leftover staging folder.
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from typing import Iterable
 
@@ -58,17 +59,22 @@ def publish(
     """Move staged shards, then `texts` (name, content) in order, into output_dir.
 
     The caller puts the completion marker (dataset.json) last in `texts`; old copies are
-    removed in the reverse order, marker first.
+    removed in the reverse order, marker first. Safe to run again after a failure part-way
+    (a runner retrying the step): files already moved are left in place, not deleted.
     """
     for name, text in texts:
         write_text(join(staging, name), text)
     for name, _ in reversed(texts):
         _remove(join(output_dir, name))
+    new = set(shard_files)
     for pattern in old_shard_patterns:
         for path in tf.io.gfile.glob(join(output_dir, pattern)):
-            _remove(path)
+            if posixpath.basename(path.replace("\\", "/")) not in new:
+                _remove(path)
     for name in shard_files + [name for name, _ in texts]:
-        tf.io.gfile.rename(join(staging, name), join(output_dir, name), overwrite=True)
+        source, target = join(staging, name), join(output_dir, name)
+        if tf.io.gfile.exists(source) or not tf.io.gfile.exists(target):
+            tf.io.gfile.rename(source, target, overwrite=True)
     remove_tree(staging)
 
 

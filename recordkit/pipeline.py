@@ -25,6 +25,10 @@ from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo
 from recordkit.metadata import format_labels, join, shard_name
 
 
+# The shard numbers of shard_name(): "a_train_*" would also match dataset "a_train"'s files.
+SHARD_DIGITS = "[0-9]" * 5
+
+
 class Encoded(NamedTuple):
     split: str
     sort_key: bytes
@@ -201,7 +205,7 @@ class WriteDataset(beam.PTransform):
 
 
 class FindDuplicates(beam.PTransform):
-    """Encoded records → Finding per image that occurs more than once."""
+    """Spilled records → Finding per image that occurs more than once."""
 
     def expand(self, encoded):
         return (
@@ -213,7 +217,7 @@ class FindDuplicates(beam.PTransform):
 
 
 class DropDuplicates(beam.PTransform):
-    """Encoded records minus the copies the findings drop."""
+    """Spilled records minus the copies the findings drop."""
 
     def __init__(self, findings):
         super().__init__()
@@ -255,8 +259,13 @@ class SpillExamples(beam.DoFn):
         self._offset += len(e.example)
 
     def finish_bundle(self):
+        self.teardown()
+
+    def teardown(self):
+        """Also runs after a failed bundle, whose run file would otherwise stay open."""
         if self._file is not None:
             self._file.close()
+            self._file = None
 
 
 def _read_spilled(records: Iterable[Spilled], keep_open: int = 32) -> Iterable[bytes]:
@@ -315,7 +324,7 @@ def _publish(
         target.output_dir,
         target.staging,
         shard_files,
-        [f"{target.info.name}_{split}_*-of-*.tfrecord" for split in target.num_shards],
+        [f"{target.info.name}_{split}_{SHARD_DIGITS}-of-{SHARD_DIGITS}.tfrecord" for split in target.num_shards],
         [
             (REPORT_JSON, report_text),
             (LABEL_TXT, format_labels(target.info.classes)),
@@ -352,7 +361,7 @@ def _sorted_keys_by_split(pairs: list[tuple[str, bytes]]) -> dict[str, list[byte
     return {split: sorted(values) for split, values in keys.items()}
 
 
-def _assign_shard(record: Encoded, keys: dict[str, list[bytes]], target: Target):
+def _assign_shard(record: Spilled, keys: dict[str, list[bytes]], target: Target):
     split_keys = keys[record.split]
     rank = bisect.bisect_left(split_keys, record.sort_key)
     return (record.split, shard_index(rank, len(split_keys), target.num_shards[record.split])), record
