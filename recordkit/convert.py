@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -21,9 +22,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.environments import EmbeddedPythonGrpcEnvironment, python_sdk_capabilities
 
-from recordkit import images, output, progress
+from recordkit import images, output, progress, records
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DATASET_JSON, REPORT_JSON, DatasetInfo, join, load
+from recordkit.pipeline import Target
 
 DEFAULT_SEED = 0
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -74,6 +76,31 @@ def image_description(options: images.ImageOptions) -> dict:
         "resize_mode": options.resize_mode if size else "none (source size, JPEG passed through)",
         "jpeg_quality": options.jpeg_quality,
     }
+
+
+def dataset_target(
+    options: ConvertOptions, staging: str, label_kind: str, classes: list[str], source: dict, **target_options
+) -> Target:
+    """Where and how a mode's records are written; `target_options` add mode-specific settings."""
+    info = DatasetInfo(
+        name=options.dataset_name,
+        label_kind=label_kind,
+        classes=list(classes),
+        splits={},
+        features=records.describe(records.spec_for(label_kind)),
+        image=image_description(options.image),
+        seed=options.seed,
+        source=source,
+    )
+    return Target(
+        output_dir=options.destination,
+        staging=staging,
+        info=info,
+        num_shards={"train": options.train_shards, "validation": options.validation_shards},
+        strict=options.strict,
+        drop_duplicates=options.drop_duplicates,
+        **target_options,
+    )
 
 
 def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
@@ -128,9 +155,11 @@ def _check_not_another_dataset(destination: str, name: str) -> None:
             )
 
 
-def run_pipeline(build, options: ConvertOptions, beam_args: list[str], total: int | None, show_progress: bool):
-    """Run `build(pipeline, staging, progress_dir)` and read back what it published."""
-    beam_options = pipeline_options(beam_args, options.num_workers)
+def run_pipeline(
+    build, layout, options: ConvertOptions, beam_args: Sequence[str], total: int | None, show_progress: bool
+) -> ConvertResult:
+    """Run `build(pipeline, options, layout, staging, progress_dir)`; read back what it published."""
+    beam_options = pipeline_options(list(beam_args), options.num_workers)
     destination = options.destination
     _check_not_another_dataset(destination, options.dataset_name)
     tf.io.gfile.makedirs(destination)
@@ -140,7 +169,7 @@ def run_pipeline(build, options: ConvertOptions, beam_args: list[str], total: in
     progress_dir = tempfile.mkdtemp(prefix="recordkit-progress-") if is_local(beam_options) else None
     start = time.monotonic()
     pipeline = beam.Pipeline(runner=local_runner(beam_options), options=beam_options)
-    build(pipeline, staging, progress_dir)
+    build(pipeline, options, layout, staging, progress_dir)
     bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}") if progress_dir and show_progress else None
     try:
         with bar or contextlib.nullcontext():

@@ -18,15 +18,13 @@ import apache_beam as beam
 import tensorflow as tf
 
 from recordkit import images, records
-from recordkit.convert import ConvertOptions, ConvertResult, image_description, run_pipeline
+from recordkit.convert import ConvertOptions, ConvertResult, dataset_target, run_pipeline
 from recordkit.errors import RecordkitError
-from recordkit.metadata import DatasetInfo
 from recordkit.pipeline import (
     EncodeDoFn,
     Encoded,
     MatchSplitFiles,
     Skipped,
-    Target,
     WriteDataset,
     read_bytes,
     sort_key,
@@ -199,29 +197,13 @@ class EncodeFolderImage(EncodeDoFn):
 def build_pipeline(
     pipeline: beam.Pipeline, options: ConvertOptions, layout: Layout, staging: str, progress_dir
 ):
-    info = DatasetInfo(
-        name=options.dataset_name,
-        label_kind="single",
-        classes=layout.classes,
-        splits={},
-        features=records.describe(records.CLASSIFICATION_FEATURES),
-        image=image_description(options.image),
-        seed=options.seed,
-        source={
-            "format": "folders",
-            "root": layout.root,
-            "validation_fraction": layout.validation_fraction,
-            "warnings": layout.warnings,
-        },
-    )
-    target = Target(
-        output_dir=options.destination,
-        staging=staging,
-        info=info,
-        num_shards={"train": options.train_shards, "validation": options.validation_shards},
-        strict=options.strict,
-        drop_duplicates=options.drop_duplicates,
-    )
+    source = {
+        "format": "folders",
+        "root": layout.root,
+        "validation_fraction": layout.validation_fraction,
+        "warnings": layout.warnings,
+    }
+    target = dataset_target(options, staging, "single", layout.classes, source)
     encoded = (
         pipeline
         | "Patterns" >> beam.Create(layout.patterns())
@@ -248,10 +230,4 @@ def convert_folders(options: ConvertOptions, beam_args: list[str] = (), show_pro
     fraction) into shards + label.txt + dataset.json."""
     layout = discover(options.input_dir, options.validation_fraction)
     total = count_local_files(layout) if show_progress else None
-    return run_pipeline(
-        lambda p, staging, progress_dir: build_pipeline(p, options, layout, staging, progress_dir),
-        options,
-        list(beam_args),
-        total,
-        show_progress,
-    )
+    return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress)

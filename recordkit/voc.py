@@ -29,10 +29,10 @@ from lxml import etree
 from PIL import Image
 
 from recordkit import images, records
-from recordkit.convert import ConvertOptions, ConvertResult, image_description, run_pipeline
+from recordkit.convert import ConvertOptions, ConvertResult, dataset_target, run_pipeline
 from recordkit.errors import RecordkitError
-from recordkit.metadata import DatasetInfo, parse_labels
-from recordkit.pipeline import Encoded, EncodeDoFn, Skipped, Target, WriteDataset, read_bytes, sort_key
+from recordkit.metadata import parse_labels
+from recordkit.pipeline import Encoded, EncodeDoFn, Skipped, WriteDataset, read_bytes, sort_key
 
 # The devkit's order (VOCinit.m): label i in label.txt is VOC_CLASSES[i].
 VOC_CLASSES = (
@@ -548,24 +548,13 @@ class CheckDevkit(beam.PTransform):
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: ConvertOptions, layout: VocLayout, staging: str, progress_dir):
-    info = DatasetInfo(
-        name=options.dataset_name,
-        label_kind="multi",
-        classes=list(layout.classes),
-        splits={},
-        features=records.describe(records.MULTI_LABEL_FEATURES),
-        image=image_description(options.image),
-        seed=options.seed,
-        source=layout.source(),
-    )
-    target = Target(
-        output_dir=options.destination,
-        staging=staging,
-        info=info,
-        num_shards={"train": options.train_shards, "validation": options.validation_shards},
+    target = dataset_target(
+        options,
+        staging,
+        "multi",
+        layout.classes,
+        layout.source(),
         per_class=count_multi_label,
-        strict=options.strict,
-        drop_duplicates=options.drop_duplicates,
         fatal_reasons=() if layout.skip_unknown else (UNKNOWN_CLASS,),
     )
     listed = (
@@ -603,10 +592,4 @@ def convert_voc(
     """Convert a VOC root's two splits into shards + label.txt + dataset.json (label_kind multi)."""
     layout = discover(options.input_dir, voc, options.image)
     total = count_listed_ids(layout) if show_progress else None
-    return run_pipeline(
-        lambda p, staging, progress_dir: build_pipeline(p, options, layout, staging, progress_dir),
-        options,
-        list(beam_args),
-        total,
-        show_progress,
-    )
+    return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress)
