@@ -42,7 +42,7 @@ def test_perfect_and_no_positive_classes():
     assert math.isnan(metrics.voc07_ap(np.array([0.9, 0.1]), np.array([-1, 0])))
 
 
-def _devkit_voc07(confidence, gt):
+def _devkit_curve(confidence, gt):
     """VOCevalcls.m transcribed literally: ignored entries stay in the cumulative sums."""
     si = np.argsort(-confidence, kind="stable")
     tp = np.cumsum(gt[si] > 0)
@@ -50,6 +50,11 @@ def _devkit_voc07(confidence, gt):
     rec = tp / np.sum(gt > 0)
     with np.errstate(invalid="ignore"):
         prec = tp / (fp + tp)
+    return rec, prec
+
+
+def _devkit_voc07(confidence, gt):
+    rec, prec = _devkit_curve(confidence, gt)
     ap = 0.0
     for t in metrics.VOC07_RECALL_THRESHOLDS:
         p = prec[rec >= t]
@@ -60,12 +65,7 @@ def _devkit_voc07(confidence, gt):
 
 def _devkit_vocap(confidence, gt):
     """VOCap.m (VOC2010+) on the devkit's curve, ignored entries included."""
-    si = np.argsort(-confidence, kind="stable")
-    tp = np.cumsum(gt[si] > 0)
-    fp = np.cumsum(gt[si] < 0)
-    rec = tp / np.sum(gt > 0)
-    with np.errstate(invalid="ignore"):
-        prec = tp / (fp + tp)
+    rec, prec = _devkit_curve(confidence, gt)
     mrec = np.concatenate([[0], rec, [1]])
     mpre = np.concatenate([[0], prec, [0]])
     for i in range(len(mpre) - 2, -1, -1):
