@@ -73,7 +73,7 @@ class Layout:
 
 def escape_glob(path: str) -> str:
     """A folder named `[x]` or `a*b` must match itself, not a pattern."""
-    return re.sub(r"([[*?])", r"[\1]", path)
+    return re.sub(r"([*?\[])", r"[\1]", path)
 
 
 def held_out(seed: int, name: str, fraction: float) -> bool:
