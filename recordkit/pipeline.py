@@ -303,8 +303,7 @@ def _publish(
 ) -> dict:
     skipped = sorted(skipped)
     findings = sorted(findings, key=lambda f: (duplicates.KINDS.index(f.kind), f.copies))
-    info = _complete_info(target, written, skipped)
-    info.duplicates = duplicates.summarize(findings, target.drop_duplicates)
+    info = _complete_info(target, written, skipped, findings)
     report = {
         "published": not any(target.strict or s.reason.startswith(target.fatal_reasons) for s in skipped),
         "records": {split: s.num_records for split, s in info.splits.items()},
@@ -334,7 +333,9 @@ def _publish(
     return report
 
 
-def _complete_info(target: Target, written: list[ShardWritten], skipped: list[Skipped]) -> DatasetInfo:
+def _complete_info(
+    target: Target, written: list[ShardWritten], skipped: list[Skipped], findings: list
+) -> DatasetInfo:
     splits = {}
     for split in target.num_shards:
         mine = [w for w in written if w.split == split]
@@ -351,7 +352,12 @@ def _complete_info(target: Target, written: list[ShardWritten], skipped: list[Sk
     by_reason = collections.Counter(s.reason.split(":")[0] for s in skipped)
     skipped_summary = {"count": len(skipped), "by_reason": dict(sorted(by_reason.items())),
                        "report": REPORT_JSON}
-    return dataclasses.replace(target.info, splits=splits, skipped=skipped_summary)
+    return dataclasses.replace(
+        target.info,
+        splits=splits,
+        skipped=skipped_summary,
+        duplicates=duplicates.summarize(findings, target.drop_duplicates),
+    )
 
 
 def _sorted_keys_by_split(pairs: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
