@@ -166,11 +166,12 @@ def run_pipeline(
     output.remove_stale_staging(destination, options.dataset_name)
     staging = output.new_staging_dir(destination, options.dataset_name)
     tf.io.gfile.makedirs(staging)
-    progress_dir = tempfile.mkdtemp(prefix="recordkit-progress-") if is_local(beam_options) else None
+    shown = show_progress and is_local(beam_options)  # remote runners show progress in their UI
+    progress_dir = tempfile.mkdtemp(prefix="recordkit-progress-") if shown else None
     start = time.monotonic()
     pipeline = beam.Pipeline(runner=local_runner(beam_options), options=beam_options)
     build(pipeline, options, layout, staging, progress_dir)
-    bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}") if progress_dir and show_progress else None
+    bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}") if progress_dir else None
     try:
         with bar or contextlib.nullcontext():
             pipeline.run().wait_until_finish()
