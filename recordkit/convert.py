@@ -1,8 +1,9 @@
 """Running a conversion pipeline from a launching process, whatever the source format.
 
 The source modules (folders.py, voc.py) build their Beam pipeline; `run_pipeline` runs it on
-the DirectRunner (N local worker threads) unless Beam options name another runner, shows
-progress for local runs, and reads back what was published for the summary.
+the DirectRunner (N local worker processes) unless Beam options name another runner, shows
+progress for local runs, and reads back what was published for the summary. Nothing here
+imports TensorFlow: the workers start in about a second.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import apache_beam as beam
-import tensorflow as tf
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.environments import EmbeddedPythonGrpcEnvironment, python_sdk_capabilities
 
-from recordkit import images, output, progress, records
+from recordkit import files, images, output, progress, records
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DATASET_JSON, REPORT_JSON, DatasetInfo, join, load
 from recordkit.pipeline import Target
@@ -104,7 +102,8 @@ def dataset_target(
 
 
 def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
-    """Beam's own flags pass through; with no --runner, N local workers (see local_runner)."""
+    """Beam's own flags pass through; with no --runner, the DirectRunner with N worker
+    processes (Beam's multi_processing mode: the same SDK harness remote runners use)."""
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
     options = PipelineOptions(beam_args)
@@ -114,29 +113,8 @@ def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
         if not any(a.startswith("--direct_num_workers") for a in beam_args):
             direct = options.view_as(DirectOptions)
             direct.direct_num_workers = num_workers
-            direct.direct_running_mode = LOCAL_THREADS if num_workers > 1 else "in_memory"
+            direct.direct_running_mode = "multi_processing" if num_workers > 1 else "in_memory"
     return options
-
-
-# Our default for N > 1 local workers. FnApiRunner acts only on "multi_threading" and
-# "multi_processing" (and warns about "in_memory" with N workers), so this value leaves the
-# environment local_runner gives it in place.
-LOCAL_THREADS = "threads"
-
-
-def local_runner(options: PipelineOptions) -> FnApiRunner | None:
-    """N worker threads in this process for our default local run; None lets Beam choose.
-
-    Threads, not Beam's multi_processing: worker processes each import TensorFlow and receive
-    every record's bytes over gRPC; threads were 2.5x faster on the 6,000 satellite images
-    (docs/performance.md). Not Beam's multi_threading either: its workers flush
-    the data channel from a 1 s timer thread that can cut an element in two (a 60,000-image run
-    failed with "Invalid PaneInfoEncoding"); -1 flushes by size only, between elements.
-    """
-    if options.view_as(DirectOptions).direct_running_mode != LOCAL_THREADS:
-        return None
-    environment = EmbeddedPythonGrpcEnvironment(data_buffer_time_limit_ms=-1, capabilities=python_sdk_capabilities())
-    return FnApiRunner(default_environment=environment)
 
 
 def is_local(options: PipelineOptions) -> bool:
@@ -146,7 +124,7 @@ def is_local(options: PipelineOptions) -> bool:
 
 def _check_not_another_dataset(destination: str, name: str) -> None:
     """label.txt and dataset.json have fixed names: a second dataset would replace the first's."""
-    if tf.io.gfile.exists(join(destination, DATASET_JSON)):
+    if files.exists(join(destination, DATASET_JSON)):
         existing = load(destination).name
         if existing != name:
             raise RecordkitError(
@@ -162,14 +140,14 @@ def run_pipeline(
     beam_options = pipeline_options(list(beam_args), options.num_workers)
     destination = options.destination
     _check_not_another_dataset(destination, options.dataset_name)
-    tf.io.gfile.makedirs(destination)
+    files.makedirs(destination)
     output.remove_stale_staging(destination, options.dataset_name)
     staging = output.new_staging_dir(destination, options.dataset_name)
-    tf.io.gfile.makedirs(staging)
+    files.makedirs(staging)
     shown = show_progress and is_local(beam_options)  # remote runners show progress in their UI
     progress_dir = tempfile.mkdtemp(prefix="recordkit-progress-") if shown else None
     start = time.monotonic()
-    pipeline = beam.Pipeline(runner=local_runner(beam_options), options=beam_options)
+    pipeline = beam.Pipeline(options=beam_options)
     build(pipeline, options, layout, staging, progress_dir)
     bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}") if progress_dir else None
     try:
@@ -179,7 +157,6 @@ def run_pipeline(
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
     seconds = time.monotonic() - start
-    with tf.io.gfile.GFile(join(destination, REPORT_JSON)) as f:
-        report = json.load(f)
+    report = json.loads(files.read_text(join(destination, REPORT_JSON)))
     info = load(destination) if report["published"] else None
     return ConvertResult(report=report, info=info, seconds=seconds, output_dir=destination)

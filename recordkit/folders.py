@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass, field
 
 import apache_beam as beam
-import tensorflow as tf
 
-from recordkit import images, records
+from recordkit import files, images, records
 from recordkit.convert import ConvertOptions, ConvertResult, dataset_target, run_pipeline
 from recordkit.errors import RecordkitError
 from recordkit.pipeline import (
@@ -26,7 +25,6 @@ from recordkit.pipeline import (
     MatchSplitFiles,
     Skipped,
     WriteDataset,
-    read_bytes,
     sort_key,
 )
 
@@ -91,18 +89,18 @@ def _posix(path: str) -> str:
 
 def _entries(directory: str) -> tuple[list[str], list[str], list[str]]:
     """(sub-folders, hidden sub-folders, files) directly inside `directory`, sorted."""
-    folders, hidden, files = [], [], []
-    for name in sorted(tf.io.gfile.listdir(directory)):
+    folders, hidden, plain = [], [], []
+    for name in sorted(files.listdir(directory)):
         name = name.rstrip("/")
-        if not tf.io.gfile.isdir(_join(directory, name)):
-            files.append(name)
+        if not files.isdir(_join(directory, name)):
+            plain.append(name)
         else:
             (hidden if name.startswith(".") else folders).append(name)
-    return folders, hidden, files
+    return folders, hidden, plain
 
 
 def _check_not_empty(root: str, where: str, classes: list[str]) -> None:
-    empty = [c for c in classes if not tf.io.gfile.listdir(_join(root, where, c))]
+    empty = [c for c in classes if not files.listdir(_join(root, where, c))]
     if empty:
         raise RecordkitError(
             f"empty class folders in {_join(root, where)}: {', '.join(empty)} "
@@ -113,12 +111,12 @@ def _check_not_empty(root: str, where: str, classes: list[str]) -> None:
 def discover(root: str, validation_fraction: float | None = None) -> Layout:
     """Check the layout and find the classes; raise RecordkitError naming what is wrong."""
     root = _posix(root).rstrip("/") or "/"
-    if not tf.io.gfile.isdir(root):
+    if not files.isdir(root):
         raise RecordkitError(f"input folder {root} does not exist")
     if validation_fraction is not None:
         return _discover_single_tree(root, validation_fraction)
     expected = f"expected {root}/train/<class>/<image> and {root}/validation/<class>/<image>"
-    missing = [s for s in SPLITS if not tf.io.gfile.isdir(_join(root, s))]
+    missing = [s for s in SPLITS if not files.isdir(_join(root, s))]
     if missing:
         raise RecordkitError(
             f"no {' or '.join(s + '/' for s in missing)} folder in {root}: {expected} "
@@ -128,10 +126,10 @@ def discover(root: str, validation_fraction: float | None = None) -> Layout:
     stray: list[tuple[str, str, str]] = []
     folders = {}
     for split in SPLITS:
-        folders[split], hidden, files = _entries(_join(root, split))
+        folders[split], hidden, plain = _entries(_join(root, split))
         if hidden:
             warnings.append(f"ignored hidden folders in {split}/: {', '.join(hidden)}")
-        stray += [(split, _join(root, split, f), "not inside a class folder") for f in files]
+        stray += [(split, _join(root, split, f), "not inside a class folder") for f in plain]
     classes = folders["train"]
     if not classes:
         raise RecordkitError(f"{root}/train has no class folders: {expected}")
@@ -152,7 +150,7 @@ def discover(root: str, validation_fraction: float | None = None) -> Layout:
 def _discover_single_tree(root: str, fraction: float) -> Layout:
     if not 0 < fraction < 1:
         raise RecordkitError(f"--validation-fraction must be between 0 and 1, got {fraction}")
-    classes, hidden, files = _entries(root)
+    classes, hidden, plain = _entries(root)
     if set(SPLITS) & set(classes):
         raise RecordkitError(
             f"{root} already has train/ or validation/ folders: convert it without --validation-fraction"
@@ -163,7 +161,7 @@ def _discover_single_tree(root: str, fraction: float) -> Layout:
     warnings = [f"ignored hidden folders in {root}: {', '.join(hidden)}"] if hidden else []
     stray = [
         ("(none)", _join(root, f), "not inside a class folder")
-        for f in files
+        for f in plain
         if not any(fnmatch.fnmatch(f, pattern) for pattern in OWN_OUTPUTS)
     ]
     class_dirs = [(None, _join(root, c)) for c in classes]
@@ -178,12 +176,12 @@ class EncodeFolderImage(EncodeDoFn):
         self.tick()
         split, label, name, source_id = self._layout.locate(split, path, self._seed)
         try:
-            image = images.to_rgb_jpeg(read_bytes(path), self._image)
+            image = images.to_rgb_jpeg(files.read_bytes(path), self._image)
         except images.BadImage as e:
-            yield beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, path, str(e)))
+            yield self.skip(split, path, str(e))
             return
         except OSError as e:
-            yield beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, path, f"unreadable: {e}"))
+            yield self.skip(split, path, f"unreadable: {e}")
             return
         values = records.image_values(
             image.jpeg, image.height, image.width, posixpath.basename(source_id), source_id
@@ -191,7 +189,7 @@ class EncodeFolderImage(EncodeDoFn):
         values.update({records.LABEL: label, records.TEXT: name})
         example = records.serialize(records.CLASSIFICATION_FEATURES, values)
         key = sort_key(self._seed, split, source_id)
-        yield Encoded(split, key, example, (name,), values[records.SHA256], path)
+        yield self.encoded(Encoded(split, key, example, (name,), values[records.SHA256], path))
 
 
 def build_pipeline(
@@ -222,7 +220,7 @@ def count_local_files(layout: Layout) -> int | None:
     """Total for the progress bar, where listing is cheap (a local folder)."""
     if "://" in layout.root:
         return None
-    return sum(len(files) for _, folder in layout.class_dirs for _, _, files in os.walk(folder))
+    return sum(len(names) for _, folder in layout.class_dirs for _, _, names in os.walk(folder))
 
 
 def convert_folders(options: ConvertOptions, beam_args: list[str] = (), show_progress: bool = True) -> ConvertResult:

@@ -84,16 +84,15 @@ class DatasetInfo:
 def load(directory: str) -> DatasetInfo:
     """Read dataset.json from a converted dataset directory (local or gs://); a missing one is
     the user's mistake (wrong folder, unfinished conversion), so it is a RecordkitError."""
-    import tensorflow as tf
+    from recordkit import files
 
     path = join(directory, DATASET_JSON)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         raise RecordkitError(
             f"{path} not found: is {directory!r} the output of `recordkit convert` "
             "(and did the conversion finish)?"
         )
-    with tf.io.gfile.GFile(path) as f:
-        return DatasetInfo.from_json(f.read())
+    return DatasetInfo.from_json(files.read_text(path))
 
 
 def format_labels(classes: list[str]) -> str:

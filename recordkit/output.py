@@ -9,13 +9,12 @@ was; the next run clears the leftover staging folder.
 
 from __future__ import annotations
 
+import glob
 import posixpath
 import uuid
-from typing import Iterable
 
-import tensorflow as tf
-
-from recordkit.metadata import join
+from recordkit import files
+from recordkit.metadata import REPORT_JSON, join
 
 STAGING_PREFIX = ".recordkit-staging-"
 RUN_ID_LENGTH = 12
@@ -29,24 +28,16 @@ def new_staging_dir(output_dir: str, dataset_name: str) -> str:
 def remove_stale_staging(output_dir: str, dataset_name: str) -> list[str]:
     """Remove staging folders an interrupted run of the same dataset left behind."""
     run_id = "[0-9a-f]" * RUN_ID_LENGTH  # so dataset "a" never matches dataset "a-b"'s folders
-    stale = tf.io.gfile.glob(join(output_dir, f"{STAGING_PREFIX}{dataset_name}-{run_id}"))
+    pattern = join(output_dir, f"{STAGING_PREFIX}{dataset_name}-{run_id}")
+    # Beam's FileSystems match files only: a staging folder is found through what it holds.
+    depth = pattern.count("/") + 1
+    stale = {"/".join(path.replace("\\", "/").split("/")[:depth]) for path in files.glob(join(pattern, "**"))}
+    if not files.is_remote(output_dir):  # an empty local folder holds nothing to match
+        stale.update(glob.glob(pattern))
+    stale = sorted(stale)
     for path in stale:
-        remove_tree(path)
+        files.remove(path)
     return stale
-
-
-def write_records(path: str, records: Iterable[bytes]) -> int:
-    count = 0
-    with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
-            count += 1
-    return count
-
-
-def write_text(path: str, text: str) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text)
 
 
 def publish(
@@ -56,33 +47,25 @@ def publish(
     old_shard_patterns: list[str],
     texts: list[tuple[str, str]],
 ) -> None:
-    """Move staged shards, then `texts` (name, content) in order, into output_dir.
+    """Move staged shards, then report.json (already staged), then `texts` (name, content) in
+    order, into output_dir.
 
     The caller puts the completion marker (dataset.json) last in `texts`; old copies are
     removed in the reverse order, marker first. Safe to run again after a failure part-way
     (a runner retrying the step): files already moved are left in place, not deleted.
     """
     for name, text in texts:
-        write_text(join(staging, name), text)
-    for name, _ in reversed(texts):
-        _remove(join(output_dir, name))
+        files.write_text(join(staging, name), text)
+    names = [REPORT_JSON] + [name for name, _ in texts]
+    for name in reversed(names):
+        files.remove(join(output_dir, name))
     new = set(shard_files)
     for pattern in old_shard_patterns:
-        for path in tf.io.gfile.glob(join(output_dir, pattern)):
+        for path in files.glob(join(output_dir, pattern)):
             if posixpath.basename(path.replace("\\", "/")) not in new:
-                _remove(path)
-    for name in shard_files + [name for name, _ in texts]:
+                files.remove(path)
+    for name in shard_files + names:
         source, target = join(staging, name), join(output_dir, name)
-        if tf.io.gfile.exists(source) or not tf.io.gfile.exists(target):
-            tf.io.gfile.rename(source, target, overwrite=True)
-    remove_tree(staging)
-
-
-def remove_tree(path: str) -> None:
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
-
-
-def _remove(path: str) -> None:
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.remove(path)
+        if files.exists(source) or not files.exists(target):
+            files.rename(source, target)
+    files.remove(staging)

@@ -4,23 +4,28 @@ Determinism comes from the data, not the runner: each record's position is the r
 seeded hash of its split and source id, so any runner and any number of workers write the
 same shard files byte for byte. A record's shard is its rank's slice, which keeps shards
 equal in size (±1). Bad inputs never raise inside a worker; they travel as `Skipped` values
-to the report.
+to the report. Beam metrics (namespace "recordkit") count what the workers did, so
+Dataflow's and Dask's UIs show progress.
 """
 
 from __future__ import annotations
 
-import bisect
 import collections
 import dataclasses
 import hashlib
+import heapq
+import io
+import itertools
 import json
 import uuid
-from typing import Callable, Iterable, NamedTuple
+import zlib
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
-from recordkit import duplicates, images, output, progress
+from recordkit import duplicates, files, images, output, progress, tfrecord
 from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo, SplitInfo
 from recordkit.metadata import format_labels, join, shard_name
 
@@ -46,6 +51,17 @@ class Spilled(NamedTuple):
     counts: tuple[str, ...]
     sha256: str
     source: str
+    run: str  # the run file's name inside the runs folder
+    offset: int  # where the framed record starts in it
+    length: int
+
+
+class Ref(NamedTuple):
+    """What ranking and shard writing need of a record: small, so shuffles stay cheap."""
+
+    split: str
+    sort_key: bytes
+    counts: tuple[str, ...]
     run: str
     offset: int
     length: int
@@ -101,9 +117,16 @@ def _match_batches(split_pattern: tuple[str, str], size: int = 100):
         yield batch
 
 
+METRICS = "recordkit"
+IMAGES_READ = Metrics.counter(METRICS, "images_read")
+RECORDS_ENCODED = Metrics.counter(METRICS, "records_encoded")
+BYTES_ENCODED = Metrics.counter(METRICS, "bytes_encoded")
+RECORDS_WRITTEN = Metrics.counter(METRICS, "records_written")
+
+
 class EncodeDoFn(beam.DoFn):
-    """Base of each mode's per-file DoFn: its settings, a tagged output for bad files, and a
-    count of processed files for the local progress bar."""
+    """Base of each mode's per-file DoFn: its settings, a tagged output for bad files, Beam
+    counters, and a count of processed files for the local progress bar."""
 
     SKIPPED = "skipped"
 
@@ -119,17 +142,22 @@ class EncodeDoFn(beam.DoFn):
             self._counter = progress.Counter(self._progress_dir)
 
     def tick(self) -> None:
+        IMAGES_READ.inc()
         if self._counter:
             self._counter.add()
+
+    def skip(self, split: str, path: str, reason: str) -> beam.pvalue.TaggedOutput:
+        Metrics.counter(METRICS, f"skipped_{reason.split(':')[0].replace(' ', '_')}").inc()
+        return beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, path, reason))
+
+    def encoded(self, record: Encoded) -> Encoded:
+        RECORDS_ENCODED.inc()
+        BYTES_ENCODED.inc(len(record.example))
+        return record
 
     def finish_bundle(self):
         if self._counter:
             self._counter.flush()
-
-
-def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read()
 
 
 def count_single_label(classes: list[str], counts: collections.Counter) -> dict[str, int]:
@@ -163,7 +191,9 @@ class WriteDataset(beam.PTransform):
     """(Encoded records, Skipped[, warnings]) → shards, label.txt, dataset.json and report.json.
 
     The optional third input holds warnings found by the workers (strings); report.json lists
-    them, sorted, after the launcher's.
+    them, sorted, after the launcher's. Nothing here holds the whole dataset in one place:
+    records are ranked per bucket of their sort key (see KeyHistogram), duplicates are
+    resolved per image hash, and the report is written in sorted parts, merged at the end.
     """
 
     def __init__(self, target: Target):
@@ -171,77 +201,46 @@ class WriteDataset(beam.PTransform):
         self._target = target
 
     def expand(self, inputs):
+        target = self._target
         encoded, skipped, *found = inputs
-        encoded = encoded | "Spill" >> beam.ParDo(SpillExamples(join(self._target.staging, RUNS)))
         warnings = found[0] if found else encoded.pipeline | "NoWarnings" >> beam.Create([])
-        findings = encoded | "FindDuplicates" >> FindDuplicates()
-        if self._target.drop_duplicates:
-            encoded = encoded | "DropDuplicates" >> DropDuplicates(findings)
-        ranks = (
-            encoded
-            | "Keys" >> beam.Map(lambda e: (e.split, e.sort_key))
-            | "AllKeys" >> beam.combiners.ToList()
-            | "Sort" >> beam.Map(_sorted_keys_by_split)
-        )
+        spilled = encoded | "Spill" >> beam.ParDo(SpillExamples(runs_folder(target)))
+        refs, findings = spilled | "Duplicates" >> ResolveDuplicates(target.drop_duplicates)
+        histogram = refs | "Histogram" >> beam.CombineGlobally(KeyHistogram())
         written = (
-            encoded
-            | "AssignShard" >> beam.Map(_assign_shard, beam.pvalue.AsSingleton(ranks), self._target)
-            | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(_write_shard, self._target)
+            refs
+            | "ToShards" >> beam.FlatMap(_to_shards, beam.pvalue.AsSingleton(histogram), target.num_shards)
+            | "GroupShards" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
+            | "WriteShard" >> beam.Map(_write_shard, beam.pvalue.AsSingleton(histogram), target)
         )
+        parts = (
+            skipped | "SkippedReport" >> WriteReportPart(target.staging, SKIPPED, _skipped_entry(target)),
+            findings | "DuplicatesReport" >> WriteReportPart(target.staging, DUPLICATES, _finding_entry(target)),
+            warnings | "WarningsReport" >> WriteReportPart(target.staging, WARNINGS, _warning_entry),
+        ) | "ReportParts" >> beam.Flatten()
         return (
             encoded.pipeline
             | "Once" >> beam.Create([None])
-            | "Publish"
-            >> beam.Map(
-                _publish,
-                self._target,
-                beam.pvalue.AsList(written),
-                beam.pvalue.AsList(skipped),
-                beam.pvalue.AsList(findings),
-                beam.pvalue.AsList(warnings),
-            )
-        )
-
-
-class FindDuplicates(beam.PTransform):
-    """Spilled records → Finding per image that occurs more than once."""
-
-    def expand(self, encoded):
-        return (
-            encoded
-            | "ByHash" >> beam.Map(lambda e: (e.sha256, duplicates.Copy(e.split, e.source, e.counts)))
-            | "GroupByHash" >> beam.GroupByKey()
-            | "Classify" >> beam.FlatMap(lambda group: filter(None, [duplicates.classify(*group)]))
-        )
-
-
-class DropDuplicates(beam.PTransform):
-    """Spilled records minus the copies the findings drop."""
-
-    def __init__(self, findings):
-        super().__init__()
-        self._findings = findings
-
-    def expand(self, encoded):
-        dropped = self._findings | "Dropped" >> beam.FlatMap(
-            lambda f: [((c.split, c.path), True) for c in f.dropped]
-        )
-        return encoded | "Keep" >> beam.Filter(
-            lambda e, drop: (e.split, e.source) not in drop, beam.pvalue.AsDict(dropped)
+            | "Publish" >> beam.Map(_publish, target, beam.pvalue.AsList(written), beam.pvalue.AsList(parts))
         )
 
 
 RUNS = ".runs"  # inside the staging folder, so publishing (or a failed run's cleanup) removes it
+REPORT_PARTS = ".report"  # likewise
+
+
+def runs_folder(target: Target) -> str:
+    return join(target.staging, RUNS)
 
 
 class SpillExamples(beam.DoFn):
-    """Encoded → Spilled: each bundle appends its examples to its own run file.
+    """Encoded → Spilled: each bundle appends its records, already framed as in a TFRecord
+    file, to its own run file.
 
     Runs fused with the encoding step, so image bytes are written once by the worker that made
-    them and only small references go through the rank side input and the shard shuffle;
-    the DirectRunner no longer holds every image in the launcher's memory. A retried bundle
-    writes a new run file; the failed attempt's is never referenced.
+    them and only small references go through the shuffles; no runner ever holds the image
+    bytes of the whole dataset, and a shard is a concatenation of byte ranges of run files.
+    A retried bundle writes a new run file; the failed attempt's is never referenced.
     """
 
     def __init__(self, folder: str):
@@ -249,14 +248,15 @@ class SpillExamples(beam.DoFn):
         self._file = None
 
     def start_bundle(self):
-        self._path, self._file, self._offset = join(self._folder, uuid.uuid4().hex), None, 0
+        self._name, self._file, self._offset = uuid.uuid4().hex, None, 0
 
     def process(self, e: Encoded):
         if self._file is None:
-            self._file = FileSystems.create(self._path)
-        self._file.write(e.example)
-        yield Spilled(e.split, e.sort_key, e.counts, e.sha256, e.source, self._path, self._offset, len(e.example))
-        self._offset += len(e.example)
+            self._file = FileSystems.create(join(self._folder, self._name))
+        framed = tfrecord.frame(e.example)
+        self._file.write(framed)
+        yield Spilled(e.split, e.sort_key, e.counts, e.sha256, e.source, self._name, self._offset, len(framed))
+        self._offset += len(framed)
 
     def finish_bundle(self):
         self.teardown()
@@ -268,74 +268,269 @@ class SpillExamples(beam.DoFn):
             self._file = None
 
 
-def _read_spilled(records: Iterable[Spilled], keep_open: int = 32) -> Iterable[bytes]:
-    """The examples of `records`, in order; rank order jumps between run files, so the most
-    recently used ones stay open."""
-    files: collections.OrderedDict = collections.OrderedDict()
-    try:
-        for r in records:
-            f = files.pop(r.run, None) or FileSystems.open(r.run, compression_type="uncompressed")
-            files[r.run] = f
-            if len(files) > keep_open:
-                files.popitem(last=False)[1].close()
-            f.seek(r.offset)
-            data = f.read(r.length)
-            if len(data) != r.length:
-                raise IOError(f"run file {r.run} ends before {r.source}'s record ({r.offset}+{r.length})")
-            yield data
-    finally:
-        for f in files.values():
-            f.close()
+HASH_PARTITIONS = 4096  # duplicates are resolved in groups of images whose hash starts alike
 
 
-def _write_shard(shard: tuple[tuple[str, int], list[Spilled]], target: Target) -> ShardWritten:
-    (split, index), records = shard
-    records = sorted(records, key=lambda e: e.sort_key)
+class ResolveDuplicates(beam.PTransform):
+    """Spilled → (Refs to write, duplicate Findings), from one grouping by image hash.
+
+    Each image's copies meet in one group, so the kept copies are chosen there; no set of
+    dropped files is broadcast to the workers. Groups are hash prefixes, gathered as lists by
+    a combiner so each worker sends one element per prefix, not one per image. One output
+    type, split by two filters, instead of tagged outputs (which Beam's Dask runner mixes up,
+    see docs/dataflow.md).
+    """
+
+    def __init__(self, drop: bool):
+        super().__init__()
+        self._drop = drop
+
+    def expand(self, spilled):
+        resolved = (
+            spilled
+            | "ByHash" >> beam.Map(lambda s: (int(s.sha256[:3], 16) % HASH_PARTITIONS, s))
+            | "GroupByHash" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
+            | "Resolve" >> beam.FlatMap(_resolve, self._drop)
+        )
+        refs = resolved | "Refs" >> beam.Filter(lambda x: isinstance(x, Ref))
+        findings = resolved | "Findings" >> beam.Filter(lambda x: isinstance(x, duplicates.Finding))
+        return refs, findings
+
+
+def _resolve(group: tuple[int, list[Spilled]], drop: bool):
+    _, records = group
+    by_hash = collections.defaultdict(list)
+    for r in records:
+        by_hash[r.sha256].append(r)
+    for sha256 in sorted(by_hash):
+        copies = by_hash[sha256]
+        finding = duplicates.classify(sha256, [duplicates.Copy(c.split, c.source, c.counts) for c in copies])
+        dropped = collections.Counter(finding.dropped if finding and drop else ())
+        if finding:
+            yield finding
+        for c in copies:
+            copy = duplicates.Copy(c.split, c.source, c.counts)
+            if dropped[copy]:
+                dropped[copy] -= 1
+                continue
+            yield Ref(c.split, c.sort_key, c.counts, c.run, c.offset, c.length)
+
+
+BUCKET_BYTES = 2  # sort keys are ranked in 2^16 buckets of their first two bytes
+
+
+def bucket_of(key: bytes) -> int:
+    return int.from_bytes(key[:BUCKET_BYTES], "big")
+
+
+class KeyHistogram(beam.CombineFn):
+    """Refs → {split: cumulative record counts per sort-key bucket}, the last entry the total.
+
+    A record's rank is its bucket's offset plus its place inside the bucket: each bucket is
+    sorted on its own, and the side input is 2^16 numbers per split whatever the dataset's
+    size (TFDS's Beam writer ranks the same way, by a range partition of the hash).
+    """
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, counts, ref: Ref):
+        counts[(ref.split, bucket_of(ref.sort_key))] += 1
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for counts in accumulators:
+            merged.update(counts)
+        return merged
+
+    def extract_output(self, counts) -> dict[str, list[int]]:
+        buckets = range(256**BUCKET_BYTES)
+        return {
+            split: list(itertools.accumulate((counts.get((split, b), 0) for b in buckets), initial=0))
+            for split in sorted({split for split, _ in counts})
+        }
+
+
+def _shards_of_bucket(offsets: list[int], bucket: int, num_shards: int) -> range:
+    """The shards that ranks offsets[bucket] .. offsets[bucket + 1] - 1 fall in."""
+    first, end, total = offsets[bucket], offsets[bucket + 1], offsets[-1]
+    return range(shard_index(first, total, num_shards), shard_index(end - 1, total, num_shards) + 1)
+
+
+def _to_shards(ref: Ref, offsets: dict[str, list[int]], num_shards: dict[str, int]):
+    """Ref → ((split, shard), Ref) for each shard its bucket's ranks reach: one, except for the
+    few buckets that straddle a shard boundary, whose records go to both sides; the shard
+    writer then keeps those whose exact rank is its own."""
+    for shard in _shards_of_bucket(offsets[ref.split], bucket_of(ref.sort_key), num_shards[ref.split]):
+        yield (ref.split, shard), ref
+
+
+def _own_records(split: str, shard: int, refs: list[Ref], offsets: dict[str, list[int]], num_shards: int) -> list[Ref]:
+    """The refs of one shard, sorted: each straddling bucket arrives whole, so a record's
+    place inside its bucket (and so its global rank) is known here."""
+    split_offsets = offsets[split]
+    kept = []
+    for bucket, members in itertools.groupby(sorted(refs, key=lambda r: r.sort_key), key=lambda r: bucket_of(r.sort_key)):
+        if len(_shards_of_bucket(split_offsets, bucket, num_shards)) == 1:
+            kept += members
+            continue
+        for position, ref in enumerate(members):
+            if shard_index(split_offsets[bucket] + position, split_offsets[-1], num_shards) == shard:
+                kept.append(ref)
+    return kept
+
+
+def _write_shard(shard: tuple[tuple[str, int], list[Ref]], offsets: dict[str, list[int]], target: Target) -> ShardWritten:
+    (split, index), refs = shard
+    refs = _own_records(split, index, refs, offsets, target.num_shards[split])
     name = target.shard_files(split)[index]
-    output.write_records(join(target.staging, name), _read_spilled(records))
-    counts = collections.Counter(key for e in records for key in e.counts)
-    return ShardWritten(split, name, len(records), dict(counts))
+    tfrecord.concatenate(join(target.staging, name), runs_folder(target), [(r.run, r.offset, r.length) for r in refs])
+    counts = collections.Counter(key for r in refs for key in r.counts)
+    RECORDS_WRITTEN.inc(len(refs))
+    return ShardWritten(split, name, len(refs), dict(counts))
 
 
-def _publish(
-    _, target: Target, written: list[ShardWritten], skipped: list[Skipped], findings: list,
-    warnings: list[str],
-) -> dict:
-    skipped = sorted(skipped)
-    findings = sorted(findings, key=lambda f: (duplicates.KINDS.index(f.kind), f.copies))
-    info = _complete_info(target, written, skipped, findings)
-    report = {
-        "published": not any(target.strict or s.reason.startswith(target.fatal_reasons) for s in skipped),
-        "records": {split: s.num_records for split, s in info.splits.items()},
-        "skipped": [s._asdict() for s in skipped],
-        "duplicates": [f.as_json(target.drop_duplicates) for f in findings],
-        "warnings": info.source.get("warnings", []) + sorted(warnings),
+# --- report.json, written in parts ------------------------------------------------------------
+
+SKIPPED, DUPLICATES, WARNINGS = "skipped", "duplicates", "warnings"
+PARTS_PER_LIST = 16
+
+
+class ReportEntry(NamedTuple):
+    """One item of a report list: its JSON, where it sorts, and what it adds to the counts."""
+
+    order: str
+    json: str
+    tally: tuple[str, ...]
+
+
+class PartWritten(NamedTuple):
+    name: str  # which list of report.json
+    path: str  # a file of "order\tjson" lines, sorted
+    count: int
+    tally: dict[str, int]
+
+
+def _skipped_entry(target: Target):
+    def entry(s: Skipped) -> ReportEntry:
+        fatal = target.strict or s.reason.startswith(target.fatal_reasons)
+        tally = (f"reason:{s.reason.split(':')[0]}",) + (("fatal",) if fatal else ())
+        return ReportEntry(json.dumps([s.split, s.path, s.reason]), json.dumps(s._asdict(), sort_keys=True), tally)
+
+    return entry
+
+
+def _finding_entry(target: Target):
+    def entry(f: duplicates.Finding) -> ReportEntry:
+        data = f.as_json(target.drop_duplicates)
+        tally = (f"kind:{f.kind}",) + ("dropped",) * len(data["dropped"])
+        return ReportEntry(json.dumps([duplicates.KINDS.index(f.kind), f.copies]), json.dumps(data, sort_keys=True), tally)
+
+    return entry
+
+
+def _warning_entry(warning: str) -> ReportEntry:
+    return ReportEntry(json.dumps(warning), json.dumps(warning), ())
+
+
+class WriteReportPart(beam.PTransform):
+    """Items → PartWritten: each of PARTS_PER_LIST groups is sorted and written by a worker,
+    so no list of bad files or findings is ever held in one place; `_publish` merges the
+    sorted parts into report.json line by line."""
+
+    def __init__(self, staging: str, name: str, entry: Callable[[object], ReportEntry]):
+        super().__init__()
+        self._folder, self._name, self._entry = join(staging, REPORT_PARTS), name, entry
+
+    def expand(self, items):
+        return (
+            items
+            | "Entry" >> beam.Map(self._entry)
+            | "ByPart" >> beam.Map(lambda e: (zlib.crc32(e.json.encode()) % PARTS_PER_LIST, e))
+            | "GroupParts" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
+            | "WritePart" >> beam.Map(_write_part, self._folder, self._name)
+        )
+
+
+def _write_part(part: tuple[int, list[ReportEntry]], folder: str, name: str) -> PartWritten:
+    index, entries = part
+    entries = sorted(entries)
+    path = join(folder, f"{name}-{index:05d}")
+    with FileSystems.create(path) as f:
+        for e in entries:
+            f.write(f"{e.order}\t{e.json}\n".encode("utf-8"))  # json.dumps never emits a raw tab
+    tally = collections.Counter(key for e in entries for key in e.tally)
+    return PartWritten(name, path, len(entries), dict(tally))
+
+
+def _merged_lines(paths: list[str]) -> Iterator[str]:
+    """The JSON of every entry in the sorted parts, in global order, one line held per part."""
+
+    def lines(path: str) -> Iterator[str]:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            for line in io.TextIOWrapper(f, encoding="utf-8"):
+                yield line.rstrip("\n")
+
+    for line in heapq.merge(*(lines(p) for p in paths)):
+        yield line.partition("\t")[2]
+
+
+def _write_report(path: str, head: dict, lists: dict[str, tuple[list[str], list[str]]]) -> None:
+    """report.json: `head`'s values, and each list as its leading JSON items then its parts'."""
+    keys = sorted({**head, **lists})
+    with FileSystems.create(path) as f:
+        f.write(b"{\n")
+        for i, key in enumerate(keys):
+            f.write(f"  {json.dumps(key)}: ".encode())
+            if key in head:
+                f.write(json.dumps(head[key], sort_keys=True).encode())
+            else:
+                leading, parts = lists[key]
+                items = itertools.chain(leading, _merged_lines(parts))
+                first = next(items, None)
+                if first is None:
+                    f.write(b"[]")
+                else:
+                    f.write(f"[\n    {first}".encode())
+                    for item in items:
+                        f.write(f",\n    {item}".encode())
+                    f.write(b"\n  ]")
+            f.write(b",\n" if i < len(keys) - 1 else b"\n")
+        f.write(b"}\n")
+
+
+def _publish(_, target: Target, written: list[ShardWritten], parts: list[PartWritten]) -> None:
+    tallies = {name: collections.Counter() for name in (SKIPPED, DUPLICATES, WARNINGS)}
+    for part in parts:
+        tallies[part.name].update(part.tally)
+        tallies[part.name]["count"] += part.count
+    info = _complete_info(target, written, tallies)
+    published = not tallies[SKIPPED]["fatal"]
+    head = {"published": published, "records": {split: s.num_records for split, s in info.splits.items()}}
+    lists = {
+        name: ([json.dumps(w) for w in info.source.get("warnings", [])] if name == WARNINGS else [],
+               sorted(p.path for p in parts if p.name == name))
+        for name in tallies
     }
-    report_text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    if not report["published"]:
-        output.write_text(join(target.output_dir, REPORT_JSON), report_text)
-        output.remove_tree(target.staging)
-        return report
+    if not published:
+        _write_report(join(target.output_dir, REPORT_JSON), head, lists)
+        files.remove(target.staging)
+        return
+    _write_report(join(target.staging, REPORT_JSON), head, lists)
     shard_files = [f for split in info.splits.values() for f in split.files]
     for name in set(shard_files) - {w.file for w in written}:
-        output.write_records(join(target.staging, name), [])
+        tfrecord.write(join(target.staging, name), [])
     output.publish(
         target.output_dir,
         target.staging,
         shard_files,
         [f"{target.info.name}_{split}_{SHARD_DIGITS}-of-{SHARD_DIGITS}.tfrecord" for split in target.num_shards],
-        [
-            (REPORT_JSON, report_text),
-            (LABEL_TXT, format_labels(target.info.classes)),
-            (DATASET_JSON, info.to_json()),
-        ],
+        [(LABEL_TXT, format_labels(target.info.classes)), (DATASET_JSON, info.to_json())],
     )
-    return report
 
 
-def _complete_info(
-    target: Target, written: list[ShardWritten], skipped: list[Skipped], findings: list
-) -> DatasetInfo:
+def _complete_info(target: Target, written: list[ShardWritten], tallies: dict) -> DatasetInfo:
     splits = {}
     for split in target.num_shards:
         mine = [w for w in written if w.split == split]
@@ -349,25 +544,14 @@ def _complete_info(
             per_class=target.per_class(target.info.classes, counts),
             source=target.info.source.get("splits", {}).get(split, split),
         )
-    by_reason = collections.Counter(s.reason.split(":")[0] for s in skipped)
-    skipped_summary = {"count": len(skipped), "by_reason": dict(sorted(by_reason.items())),
-                       "report": REPORT_JSON}
+    skipped, found = tallies[SKIPPED], tallies[DUPLICATES]
+    by_reason = {key.partition(":")[2]: n for key, n in sorted(skipped.items()) if key.startswith("reason:")}
     return dataclasses.replace(
         target.info,
         splits=splits,
-        skipped=skipped_summary,
-        duplicates=duplicates.summarize(findings, target.drop_duplicates),
+        skipped={"count": skipped["count"], "by_reason": by_reason, "report": REPORT_JSON},
+        duplicates={
+            **{kind: found[f"kind:{kind}"] for kind in duplicates.KINDS},
+            "dropped": found["dropped"],
+        },
     )
-
-
-def _sorted_keys_by_split(pairs: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
-    keys: dict[str, list[bytes]] = collections.defaultdict(list)
-    for split, key in pairs:
-        keys[split].append(key)
-    return {split: sorted(values) for split, values in keys.items()}
-
-
-def _assign_shard(record: Spilled, keys: dict[str, list[bytes]], target: Target):
-    split_keys = keys[record.split]
-    rank = bisect.bisect_left(split_keys, record.sort_key)
-    return (record.split, shard_index(rank, len(split_keys), target.num_shards[record.split])), record

@@ -1,8 +1,7 @@
 """Progress of a local Beam run, shown by the launching process.
 
-The default local run uses worker threads in one process (`convert.local_runner`), and
-Beam's multi_processing mode uses separate processes; a tqdm bar inside a DoFn would print
-from each worker in either case. Instead each worker keeps its own count in a small file in
+The default local run uses Beam's multi_processing mode (separate worker processes); a tqdm
+bar inside a DoFn would print from each worker. Instead each worker keeps its own count in a small file in
 a folder the launcher polls, which works for threads and processes alike. On remote runners
 (Dataflow, Flink) the folder is not set and the runner's own UI shows progress.
 """

@@ -4,15 +4,18 @@ Writers (the converters) and readers (training, eval, inspect) both go through t
 here, so the two sides cannot drift apart. The image keys are the ones the TF-Slim/inception
 converters wrote, so TF-Slim decoders read our files unchanged; object keys follow the TF
 Object Detection API.
+
+Writing needs no TensorFlow: `serialize` emits the tf.train.Example protobuf wire format
+itself (tests prove it byte-identical to TensorFlow's deterministic serialization), so
+conversion workers start in a second instead of importing TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
-
-import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -109,39 +112,72 @@ def _as_list(feature: Feature, key: str, value: Any) -> list:
     return list(value)
 
 
-def _to_tf_feature(feature: Feature, key: str, value: Any) -> tf.train.Feature:
+_ONE_BYTE = [bytes((i,)) for i in range(128)]
+
+
+def _varint(n: int) -> bytes:
+    if 0 <= n < 128:
+        return _ONE_BYTE[n]
+    n &= 0xFFFFFFFFFFFFFFFF  # negative int64 values are 10-byte two's complement, as in protobuf
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Tags of the length-delimited fields used here: field 1, 2 and 3 with wire type 2.
+_TAG = {1: b"\x0a", 2: b"\x12", 3: b"\x1a"}
+# tensorflow/core/example/feature.proto: Feature's oneof field per kind; each list's values
+# are field 1 of BytesList/FloatList/Int64List (numbers packed).
+_LIST_TAG = {"bytes": _TAG[1], "float": _TAG[2], "int64": _TAG[3]}
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _feature(feature: Feature, key: str, value: Any) -> bytes:
+    """One tf.train.Feature; numeric lists are packed, and an empty list has no payload."""
     values = _as_list(feature, key, value)
     if feature.dtype == "bytes":
-        encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
-    if feature.dtype == "int64":
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+        items = b"".join([_field(b"\x0a", v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in values])
+    elif not values:
+        items = b""
+    elif feature.dtype == "int64":
+        items = _field(b"\x0a", b"".join([_varint(int(v)) for v in values]))
+    else:
+        items = _field(b"\x0a", struct.pack(f"<{len(values)}f", *map(float, values)))
+    return _field(_LIST_TAG[feature.dtype], items)
 
 
 def serialize(spec: Mapping[str, Feature], values: Mapping[str, Any]) -> bytes:
     """Serialize one record; every key of `spec` must be given and no other.
 
-    Deterministic serialization sorts the feature map, so the same values give the same bytes
-    in every process (protobuf's default map order varies from run to run).
+    The bytes equal `tf.train.Example.SerializeToString(deterministic=True)`: map entries
+    sorted by key, so the same values give the same bytes in every process.
     """
-    missing = sorted(set(spec) - set(values))
-    unknown = sorted(set(values) - set(spec))
-    if missing or unknown:
+    if spec.keys() != values.keys():
+        missing, unknown = sorted(set(spec) - set(values)), sorted(set(values) - set(spec))
         raise KeyError(f"record keys do not match the spec: missing {missing}, unknown {unknown}")
-    feature = {key: _to_tf_feature(spec[key], key, values[key]) for key in spec}
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString(deterministic=True)
-
-
-_TF_DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+    # Features.feature is a map: one entry (key = field 1, value = field 2) per key.
+    entries = b"".join([
+        _field(b"\x0a", _field(b"\x0a", key.encode("utf-8")) + _field(b"\x12", _feature(spec[key], key, values[key])))
+        for key in sorted(spec)
+    ])
+    return _field(b"\x0a", entries)  # Example.features: the Features message is the entries
 
 
 def parse_spec(spec: Mapping[str, Feature], num_classes: int | None = None) -> dict:
     """The feature description `tf.io.parse_single_example` / `parse_example` takes."""
+    import tensorflow as tf  # readers only: writing records never loads TensorFlow
+
+    dtypes = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
     parsed = {}
     for key, feature in spec.items():
-        dtype = _TF_DTYPES[feature.dtype]
+        dtype = dtypes[feature.dtype]
         if feature.shape == "scalar":
             parsed[key] = tf.io.FixedLenFeature([], dtype)
         elif feature.shape == "classes":

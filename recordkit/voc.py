@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import apache_beam as beam
-import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from lxml import etree
 from PIL import Image
 
-from recordkit import images, records
+from recordkit import files, images, records
 from recordkit.convert import ConvertOptions, ConvertResult, dataset_target, run_pipeline
 from recordkit.errors import RecordkitError
 from recordkit.metadata import parse_labels
-from recordkit.pipeline import Encoded, EncodeDoFn, Skipped, WriteDataset, read_bytes, sort_key
+from recordkit.pipeline import Encoded, EncodeDoFn, Skipped, WriteDataset, sort_key
 
 # The devkit's order (VOCinit.m): label i in label.txt is VOC_CLASSES[i].
 VOC_CLASSES = (
@@ -249,9 +248,8 @@ def load_classes(spec: str | None) -> tuple[str, ...]:
     list; None gives the 20 VOC classes in the devkit's order."""
     if spec is None:
         return VOC_CLASSES
-    if tf.io.gfile.exists(spec):
-        with tf.io.gfile.GFile(spec) as f:
-            names = parse_labels(f.read())
+    if files.exists(spec):
+        names = parse_labels(files.read_text(spec))
     else:
         names = [name.strip() for name in spec.split(",")]
     if not names or not all(names):
@@ -315,9 +313,9 @@ class VocLayout:
 def discover(root: str, voc: VocOptions, image: images.ImageOptions) -> VocLayout:
     """Check the VOC layout and the options; raise RecordkitError naming what is wrong."""
     root = root.replace("\\", "/").rstrip("/") or "/"
-    if not tf.io.gfile.isdir(root):
+    if not files.isdir(root):
         raise RecordkitError(f"VOC root {root} does not exist")
-    missing = [d for d in ("Annotations", "JPEGImages", "ImageSets/Main") if not tf.io.gfile.isdir(f"{root}/{d}")]
+    missing = [d for d in ("Annotations", "JPEGImages", "ImageSets/Main") if not files.isdir(f"{root}/{d}")]
     if missing:
         raise RecordkitError(
             f"{root} is not a VOC dataset: no {', '.join(d + '/' for d in missing)} "
@@ -341,11 +339,11 @@ def discover(root: str, voc: VocOptions, image: images.ImageOptions) -> VocLayou
         check_devkit=voc.check_devkit,
         skip_unknown=voc.unknown_classes == "skip",
     )
-    absent = [layout.split_file(s) for s in voc.splits if not tf.io.gfile.exists(layout.split_file(s))]
+    absent = [layout.split_file(s) for s in voc.splits if not files.exists(layout.split_file(s))]
     if voc.check_devkit:
         absent += [
             layout.class_file(c, s) for s in voc.splits for c in layout.classes
-            if not tf.io.gfile.exists(layout.class_file(c, s))
+            if not files.exists(layout.class_file(c, s))
         ]
     if absent:
         shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
@@ -388,7 +386,7 @@ def _read_annotation(layout: VocLayout, voc_split: str, image_id: str) -> tuple[
     if not FileSystems.exists(path):
         raise Rejected(path, f"missing annotation: {image_id} is listed in {voc_split}.txt but has no XML")
     try:
-        return parse_annotation(read_bytes(path)), path
+        return parse_annotation(files.read_bytes(path)), path
     except BadAnnotation as e:
         raise Rejected(path, str(e)) from None
     except OSError as e:
@@ -400,7 +398,7 @@ def _read_image(layout: VocLayout, image_id: str, options: images.ImageOptions):
     if not FileSystems.exists(path):
         raise Rejected(path, f"missing image: no JPEGImages/{image_id}.jpg for Annotations/{image_id}.xml")
     try:
-        data = read_bytes(path)
+        data = files.read_bytes(path)
         return images.to_rgb_jpeg(data, options), _upright_size(data)
     except images.BadImage as e:
         raise Rejected(path, str(e)) from None
@@ -480,7 +478,7 @@ class EncodeVocImage(EncodeDoFn):
         try:
             record = encode_image(self._layout, self._layout.splits[split], image_id, self._image)
         except Rejected as e:
-            yield beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, e.path, e.reason))
+            yield self.skip(split, e.path, e.reason)
             return
         for warning in record.warnings:
             yield beam.pvalue.TaggedOutput(self.WARNINGS, warning)
@@ -488,14 +486,14 @@ class EncodeVocImage(EncodeDoFn):
             yield beam.pvalue.TaggedOutput(self.LABELS, ((split, image_id), record.devkit))
         counts = label_counts(self._layout.classes, record.devkit)
         key = sort_key(self._seed, split, image_id)
-        yield Encoded(split, key, record.example, counts, record.sha256, self._layout.image(image_id))
+        yield self.encoded(Encoded(split, key, record.example, counts, record.sha256, self._layout.image(image_id)))
 
 
 def _read_split_file(split_file: tuple[str, str], layout: VocLayout):
     """(split, VOC split) → (split, id) per listed id; bad lines go to the report."""
     split, voc_split = split_file
     path = layout.split_file(voc_split)
-    ids, rejected = parse_image_ids(read_bytes(path).decode("utf-8", errors="replace"))
+    ids, rejected = parse_image_ids(files.read_bytes(path).decode("utf-8", errors="replace"))
     for image_id in ids:
         yield split, image_id
     for _, reason in rejected:
@@ -506,7 +504,7 @@ def _read_class_file(entry: tuple[str, int], layout: VocLayout):
     """(split, class index) → ((split, id), (class index, 1/0/-1)) per line of the devkit file."""
     split, index = entry
     path = layout.class_file(layout.classes[index], layout.splits[split])
-    values, problems = parse_class_file(read_bytes(path).decode("utf-8", errors="replace"))
+    values, problems = parse_class_file(files.read_bytes(path).decode("utf-8", errors="replace"))
     for image_id, value in values.items():
         yield (split, image_id), (index, value)
     for problem in problems:
@@ -582,7 +580,7 @@ def count_listed_ids(layout: VocLayout) -> int | None:
     """Total for the progress bar, where reading the split files is cheap (a local folder)."""
     if "://" in layout.root:
         return None
-    return sum(len(parse_image_ids(read_bytes(layout.split_file(s)).decode("utf-8", "replace"))[0])
+    return sum(len(parse_image_ids(files.read_bytes(layout.split_file(s)).decode("utf-8", "replace"))[0])
                for s in layout.splits.values())
 
 

@@ -452,8 +452,10 @@ def test_publish_can_run_again_after_failing_part_way(tmp_path):
     (out / "d_train_extra_00000-of-00001.tfrecord").write_bytes(b"another dataset's")
     for name in shards:
         (staging / name).write_bytes(b"new " + name.encode())
+    (staging / "report.json").write_text("{}")  # the pipeline stages the report itself
     (staging / shards[0]).rename(out / shards[0])  # the first attempt died after one move
     patterns = [f"d_train_{SHARD_DIGITS}-of-{SHARD_DIGITS}.tfrecord"]
     output.publish(str(out), str(staging), shards, patterns, [("dataset.json", "{}")])
-    assert sorted(p.name for p in out.iterdir()) == sorted(shards + ["dataset.json", "d_train_extra_00000-of-00001.tfrecord"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        shards + ["dataset.json", "report.json", "d_train_extra_00000-of-00001.tfrecord"])
     assert [(out / name).read_bytes() for name in shards] == [b"new " + name.encode() for name in shards]
