@@ -101,6 +101,9 @@ def dataset_target(
     )
 
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
 def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
     """Beam's own flags pass through; with no --runner, the DirectRunner with N worker
     processes (Beam's multi_processing mode: the same SDK harness remote runners use)."""
@@ -108,6 +111,8 @@ def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
+    if standard.runner == "DaskRunner":  # Beam knows it only by its full name
+        standard.runner = DASK_RUNNER
     if not standard.runner:
         standard.runner = "DirectRunner"
         if not any(a.startswith("--direct_num_workers") for a in beam_args):

@@ -25,6 +25,7 @@ from recordkit.pipeline import (
     MatchSplitFiles,
     Skipped,
     WriteDataset,
+    by_type,
     sort_key,
 )
 
@@ -169,7 +170,7 @@ def _discover_single_tree(root: str, fraction: float) -> Layout:
 
 
 class EncodeFolderImage(EncodeDoFn):
-    """(split, path) → Encoded record, or a Skipped value on the "skipped" output."""
+    """(split, path) → Encoded record, or a Skipped value."""
 
     def process(self, element):
         split, path = element
@@ -202,18 +203,16 @@ def build_pipeline(
         "warnings": layout.warnings,
     }
     target = dataset_target(options, staging, "single", layout.classes, source)
-    encoded = (
+    encoded, bad = by_type(
         pipeline
         | "Patterns" >> beam.Create(layout.patterns())
         | "MatchFiles" >> MatchSplitFiles()
-        | "Encode"
-        >> beam.ParDo(EncodeFolderImage(layout, options.image, options.seed, progress_dir)).with_outputs(
-            EncodeFolderImage.SKIPPED, main="records"
-        )
+        | "Encode" >> beam.ParDo(EncodeFolderImage(layout, options.image, options.seed, progress_dir)),
+        "Encoded", Encoded, Skipped,
     )
     stray = pipeline | "StrayFiles" >> beam.Create([Skipped(*s) for s in layout.stray_files])
-    skipped = (encoded[EncodeFolderImage.SKIPPED], stray) | "AllSkipped" >> beam.Flatten()
-    return (encoded.records, skipped) | "Write" >> WriteDataset(target)
+    skipped = (bad, stray) | "AllSkipped" >> beam.Flatten()
+    return (encoded, skipped) | "Write" >> WriteDataset(target)
 
 
 def count_local_files(layout: Layout) -> int | None:

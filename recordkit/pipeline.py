@@ -73,6 +73,12 @@ class Skipped(NamedTuple):
     reason: str
 
 
+class Notice(NamedTuple):
+    """A warning a worker found, for report.json (e.g. a VOC box clipped to its image)."""
+
+    text: str
+
+
 class ShardWritten(NamedTuple):
     split: str
     file: str
@@ -124,11 +130,18 @@ BYTES_ENCODED = Metrics.counter(METRICS, "bytes_encoded")
 RECORDS_WRITTEN = Metrics.counter(METRICS, "records_written")
 
 
-class EncodeDoFn(beam.DoFn):
-    """Base of each mode's per-file DoFn: its settings, a tagged output for bad files, Beam
-    counters, and a count of processed files for the local progress bar."""
+def by_type(outputs, label: str, *types: type) -> list:
+    """One PCollection per type from a transform that yields several kinds of values.
 
-    SKIPPED = "skipped"
+    Used instead of tagged outputs, which Beam's Dask runner sends to every consumer
+    (docs/dataflow.md has the reproduction).
+    """
+    return [outputs | f"{label}{t.__name__}" >> beam.Filter(lambda x, t=t: isinstance(x, t)) for t in types]
+
+
+class EncodeDoFn(beam.DoFn):
+    """Base of each mode's per-file DoFn: its settings, Skipped values for bad files, Beam
+    counters, and a count of processed files for the local progress bar."""
 
     def __init__(self, layout, image: images.ImageOptions, seed: int, progress_dir: str | None):
         self._layout = layout
@@ -146,9 +159,9 @@ class EncodeDoFn(beam.DoFn):
         if self._counter:
             self._counter.add()
 
-    def skip(self, split: str, path: str, reason: str) -> beam.pvalue.TaggedOutput:
+    def skip(self, split: str, path: str, reason: str) -> Skipped:
         Metrics.counter(METRICS, f"skipped_{reason.split(':')[0].replace(' ', '_')}").inc()
-        return beam.pvalue.TaggedOutput(self.SKIPPED, Skipped(split, path, reason))
+        return Skipped(split, path, reason)
 
     def encoded(self, record: Encoded) -> Encoded:
         RECORDS_ENCODED.inc()
@@ -188,12 +201,14 @@ class Target:
 
 
 class WriteDataset(beam.PTransform):
-    """(Encoded records, Skipped[, warnings]) → shards, label.txt, dataset.json and report.json.
+    """(Encoded records, Skipped[, Notices]) → shards, label.txt, dataset.json and report.json.
 
-    The optional third input holds warnings found by the workers (strings); report.json lists
-    them, sorted, after the launcher's. Nothing here holds the whole dataset in one place:
-    records are ranked per bucket of their sort key (see KeyHistogram), duplicates are
-    resolved per image hash, and the report is written in sorted parts, merged at the end.
+    The optional third input holds warnings found by the workers; report.json lists them,
+    sorted, after the launcher's. Nothing here holds the whole dataset in one place:
+    duplicates are resolved per hash prefix, records are ranked per range of their sort key
+    (see RankRecords), and the report is written in sorted parts, merged at the end. There
+    are no side inputs: Beam's Dask runner recomputes a side input's whole upstream for every
+    bundle that reads it.
     """
 
     def __init__(self, target: Target):
@@ -206,22 +221,24 @@ class WriteDataset(beam.PTransform):
         warnings = found[0] if found else encoded.pipeline | "NoWarnings" >> beam.Create([])
         spilled = encoded | "Spill" >> beam.ParDo(SpillExamples(runs_folder(target)))
         refs, findings = spilled | "Duplicates" >> ResolveDuplicates(target.drop_duplicates)
-        histogram = refs | "Histogram" >> beam.CombineGlobally(KeyHistogram())
         written = (
             refs
-            | "ToShards" >> beam.FlatMap(_to_shards, beam.pvalue.AsSingleton(histogram), target.num_shards)
+            | "Rank" >> RankRecords(target.num_shards)
             | "GroupShards" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-            | "WriteShard" >> beam.Map(_write_shard, beam.pvalue.AsSingleton(histogram), target)
+            | "WriteShard" >> beam.Map(_write_shard, target)
         )
         parts = (
             skipped | "SkippedReport" >> WriteReportPart(target.staging, SKIPPED, _skipped_entry(target)),
             findings | "DuplicatesReport" >> WriteReportPart(target.staging, DUPLICATES, _finding_entry(target)),
             warnings | "WarningsReport" >> WriteReportPart(target.staging, WARNINGS, _warning_entry),
         ) | "ReportParts" >> beam.Flatten()
+        # One small element per shard and per report part, gathered under a single key.
         return (
-            encoded.pipeline
-            | "Once" >> beam.Create([None])
-            | "Publish" >> beam.Map(_publish, target, beam.pvalue.AsList(written), beam.pvalue.AsList(parts))
+            (written, parts)
+            | "Outcomes" >> beam.Flatten()
+            | "OneKey" >> beam.Map(lambda outcome: (None, outcome))
+            | "Gather" >> beam.GroupByKey()
+            | "Publish" >> beam.Map(lambda group: _publish(target, list(group[1])))
         )
 
 
@@ -276,9 +293,7 @@ class ResolveDuplicates(beam.PTransform):
 
     Each image's copies meet in one group, so the kept copies are chosen there; no set of
     dropped files is broadcast to the workers. Groups are hash prefixes, gathered as lists by
-    a combiner so each worker sends one element per prefix, not one per image. One output
-    type, split by two filters, instead of tagged outputs (which Beam's Dask runner mixes up,
-    see docs/dataflow.md).
+    a combiner so each worker sends one element per prefix, not one per image.
     """
 
     def __init__(self, drop: bool):
@@ -292,9 +307,7 @@ class ResolveDuplicates(beam.PTransform):
             | "GroupByHash" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
             | "Resolve" >> beam.FlatMap(_resolve, self._drop)
         )
-        refs = resolved | "Refs" >> beam.Filter(lambda x: isinstance(x, Ref))
-        findings = resolved | "Findings" >> beam.Filter(lambda x: isinstance(x, duplicates.Finding))
-        return refs, findings
+        return tuple(by_type(resolved, "Only", Ref, duplicates.Finding))
 
 
 def _resolve(group: tuple[int, list[Spilled]], drop: bool):
@@ -316,74 +329,87 @@ def _resolve(group: tuple[int, list[Spilled]], drop: bool):
             yield Ref(c.split, c.sort_key, c.counts, c.run, c.offset, c.length)
 
 
-BUCKET_BYTES = 2  # sort keys are ranked in 2^16 buckets of their first two bytes
+RANGE_BITS = 12  # sort keys are ranked in 4,096 ranges of their first 12 bits per split
 
 
-def bucket_of(key: bytes) -> int:
-    return int.from_bytes(key[:BUCKET_BYTES], "big")
+def range_of(key: bytes) -> int:
+    return int.from_bytes(key[:2], "big") >> (16 - RANGE_BITS)
 
 
-class KeyHistogram(beam.CombineFn):
-    """Refs → {split: cumulative record counts per sort-key bucket}, the last entry the total.
+class RankRecords(beam.PTransform):
+    """Refs → ((split, shard), Ref) by each record's global rank in sort-key order.
 
-    A record's rank is its bucket's offset plus its place inside the bucket: each bucket is
-    sorted on its own, and the side input is 2^16 numbers per split whatever the dataset's
-    size (TFDS's Beam writer ranks the same way, by a range partition of the hash).
+    Records are gathered per (split, range of the sort key) by a combiner (each worker sends
+    one list per range, not one element per record); a global count per range gives each
+    range its offset, joined back by key; inside a range, rank = offset + place in sort order.
+    A range holds 1/4096 of a split whatever the dataset's size (TFDS's Beam writer ranks
+    the same way, by a range partition of the hash).
     """
 
-    def create_accumulator(self):
-        return collections.Counter()
+    def __init__(self, num_shards: dict[str, int]):
+        super().__init__()
+        self._num_shards = num_shards
 
-    def add_input(self, counts, ref: Ref):
-        counts[(ref.split, bucket_of(ref.sort_key))] += 1
-        return counts
+    def expand(self, refs):
+        ranges = (
+            refs
+            | "ByRange" >> beam.Map(lambda r: ((r.split, range_of(r.sort_key)), r))
+            | "GatherRanges" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
+        )
+        offsets = (
+            ranges
+            | "Sizes" >> beam.Map(lambda group: (group[0], len(group[1])))
+            | "Count" >> beam.CombineGlobally(RangeOffsets())
+            | "PerRange" >> beam.FlatMap(lambda found: found.items())
+        )
+        return (
+            {"refs": ranges, "offset": offsets}
+            | "Join" >> beam.CoGroupByKey()
+            | "RankInRange" >> beam.FlatMap(_rank_range, self._num_shards)
+        )
+
+
+class RangeOffsets(beam.CombineFn):
+    """((split, range), size) → {(split, range): (offset, split total)} for non-empty ranges:
+    at most 4,096 entries per split, whatever the dataset's size."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, sizes, element):
+        key, size = element
+        sizes[key] = sizes.get(key, 0) + size
+        return sizes
 
     def merge_accumulators(self, accumulators):
-        merged = collections.Counter()
-        for counts in accumulators:
-            merged.update(counts)
+        merged = {}
+        for sizes in accumulators:
+            for key, size in sizes.items():
+                merged[key] = merged.get(key, 0) + size
         return merged
 
-    def extract_output(self, counts) -> dict[str, list[int]]:
-        buckets = range(256**BUCKET_BYTES)
-        return {
-            split: list(itertools.accumulate((counts.get((split, b), 0) for b in buckets), initial=0))
-            for split in sorted({split for split, _ in counts})
-        }
+    def extract_output(self, sizes):
+        totals = collections.Counter()
+        for (split, _), size in sizes.items():
+            totals[split] += size
+        offsets, running = {}, collections.Counter()
+        for split, index in sorted(sizes):
+            offsets[(split, index)] = (running[split], totals[split])
+            running[split] += sizes[(split, index)]
+        return offsets
 
 
-def _shards_of_bucket(offsets: list[int], bucket: int, num_shards: int) -> range:
-    """The shards that ranks offsets[bucket] .. offsets[bucket + 1] - 1 fall in."""
-    first, end, total = offsets[bucket], offsets[bucket + 1], offsets[-1]
-    return range(shard_index(first, total, num_shards), shard_index(end - 1, total, num_shards) + 1)
+def _rank_range(group: tuple[tuple[str, int], dict], num_shards: dict[str, int]):
+    (split, _), joined = group
+    [(offset, total)] = joined["offset"]
+    refs = sorted((r for members in joined["refs"] for r in members), key=lambda r: r.sort_key)
+    for position, ref in enumerate(refs):
+        yield (split, shard_index(offset + position, total, num_shards[split])), ref
 
 
-def _to_shards(ref: Ref, offsets: dict[str, list[int]], num_shards: dict[str, int]):
-    """Ref → ((split, shard), Ref) for each shard its bucket's ranks reach: one, except for the
-    few buckets that straddle a shard boundary, whose records go to both sides; the shard
-    writer then keeps those whose exact rank is its own."""
-    for shard in _shards_of_bucket(offsets[ref.split], bucket_of(ref.sort_key), num_shards[ref.split]):
-        yield (ref.split, shard), ref
-
-
-def _own_records(split: str, shard: int, refs: list[Ref], offsets: dict[str, list[int]], num_shards: int) -> list[Ref]:
-    """The refs of one shard, sorted: each straddling bucket arrives whole, so a record's
-    place inside its bucket (and so its global rank) is known here."""
-    split_offsets = offsets[split]
-    kept = []
-    for bucket, members in itertools.groupby(sorted(refs, key=lambda r: r.sort_key), key=lambda r: bucket_of(r.sort_key)):
-        if len(_shards_of_bucket(split_offsets, bucket, num_shards)) == 1:
-            kept += members
-            continue
-        for position, ref in enumerate(members):
-            if shard_index(split_offsets[bucket] + position, split_offsets[-1], num_shards) == shard:
-                kept.append(ref)
-    return kept
-
-
-def _write_shard(shard: tuple[tuple[str, int], list[Ref]], offsets: dict[str, list[int]], target: Target) -> ShardWritten:
+def _write_shard(shard: tuple[tuple[str, int], list[Ref]], target: Target) -> ShardWritten:
     (split, index), refs = shard
-    refs = _own_records(split, index, refs, offsets, target.num_shards[split])
+    refs = sorted(refs, key=lambda r: r.sort_key)
     name = target.shard_files(split)[index]
     tfrecord.concatenate(join(target.staging, name), runs_folder(target), [(r.run, r.offset, r.length) for r in refs])
     counts = collections.Counter(key for r in refs for key in r.counts)
@@ -430,8 +456,8 @@ def _finding_entry(target: Target):
     return entry
 
 
-def _warning_entry(warning: str) -> ReportEntry:
-    return ReportEntry(json.dumps(warning), json.dumps(warning), ())
+def _warning_entry(notice: Notice) -> ReportEntry:
+    return ReportEntry(json.dumps(notice.text), json.dumps(notice.text), ())
 
 
 class WriteReportPart(beam.PTransform):
@@ -500,7 +526,9 @@ def _write_report(path: str, head: dict, lists: dict[str, tuple[list[str], list[
         f.write(b"}\n")
 
 
-def _publish(_, target: Target, written: list[ShardWritten], parts: list[PartWritten]) -> None:
+def _publish(target: Target, outcomes: list) -> None:
+    written = [o for o in outcomes if isinstance(o, ShardWritten)]
+    parts = [o for o in outcomes if isinstance(o, PartWritten)]
     tallies = {name: collections.Counter() for name in (SKIPPED, DUPLICATES, WARNINGS)}
     for part in parts:
         tallies[part.name].update(part.tally)

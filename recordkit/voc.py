@@ -20,7 +20,7 @@ import math
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -31,7 +31,7 @@ from recordkit import files, images, records
 from recordkit.convert import ConvertOptions, ConvertResult, dataset_target, run_pipeline
 from recordkit.errors import RecordkitError
 from recordkit.metadata import parse_labels
-from recordkit.pipeline import Encoded, EncodeDoFn, Skipped, WriteDataset, sort_key
+from recordkit.pipeline import Encoded, EncodeDoFn, Notice, Skipped, WriteDataset, by_type, sort_key
 
 # The devkit's order (VOCinit.m): label i in label.txt is VOC_CLASSES[i].
 VOC_CLASSES = (
@@ -465,14 +465,26 @@ def count_multi_label(classes: list[str], counts: collections.Counter) -> dict[s
 # --- The pipeline --------------------------------------------------------------------------------
 
 
+class Listed(NamedTuple):
+    """An image id listed in a split file."""
+
+    split: str
+    image_id: str
+
+
+class DevkitLabels(NamedTuple):
+    """(split, image id) → 1/0/-1 per class: computed from an annotation, or (one class at
+    a time) read from ImageSets/Main/<class>_<split>.txt. A key-value pair for CoGroupByKey."""
+
+    key: tuple[str, str]
+    labels: tuple
+
+
 class EncodeVocImage(EncodeDoFn):
-    """(split, image id) → Encoded, or Skipped; warnings and (for the devkit check) the
-    computed 1/0/-1 labels on their own outputs."""
+    """Listed → Encoded, or Skipped; plus a Notice per warning and (for the devkit check) the
+    computed DevkitLabels."""
 
-    WARNINGS = "warnings"
-    LABELS = "labels"
-
-    def process(self, element):
+    def process(self, element: Listed):
         split, image_id = element
         self.tick()
         try:
@@ -481,34 +493,41 @@ class EncodeVocImage(EncodeDoFn):
             yield self.skip(split, e.path, e.reason)
             return
         for warning in record.warnings:
-            yield beam.pvalue.TaggedOutput(self.WARNINGS, warning)
+            yield Notice(warning)
         if self._layout.check_devkit:
-            yield beam.pvalue.TaggedOutput(self.LABELS, ((split, image_id), record.devkit))
+            yield DevkitLabels((split, image_id), record.devkit)
         counts = label_counts(self._layout.classes, record.devkit)
         key = sort_key(self._seed, split, image_id)
         yield self.encoded(Encoded(split, key, record.example, counts, record.sha256, self._layout.image(image_id)))
 
 
 def _read_split_file(split_file: tuple[str, str], layout: VocLayout):
-    """(split, VOC split) → (split, id) per listed id; bad lines go to the report."""
+    """(split, VOC split) → Listed per id; bad lines become Skipped."""
     split, voc_split = split_file
     path = layout.split_file(voc_split)
     ids, rejected = parse_image_ids(files.read_bytes(path).decode("utf-8", errors="replace"))
     for image_id in ids:
-        yield split, image_id
+        yield Listed(split, image_id)
     for _, reason in rejected:
-        yield beam.pvalue.TaggedOutput(EncodeVocImage.SKIPPED, Skipped(split, path, reason))
+        yield Skipped(split, path, reason)
+
+
+class ClassFileLine(NamedTuple):
+    """((split, id), (class index, 1/0/-1)): one line of a devkit class file."""
+
+    key: tuple[str, str]
+    value: tuple[int, int]
 
 
 def _read_class_file(entry: tuple[str, int], layout: VocLayout):
-    """(split, class index) → ((split, id), (class index, 1/0/-1)) per line of the devkit file."""
+    """(split, class index) → ClassFileLine per line of the devkit file; a Notice per problem."""
     split, index = entry
     path = layout.class_file(layout.classes[index], layout.splits[split])
     values, problems = parse_class_file(files.read_bytes(path).decode("utf-8", errors="replace"))
     for image_id, value in values.items():
-        yield (split, image_id), (index, value)
+        yield ClassFileLine((split, image_id), (index, value))
     for problem in problems:
-        yield beam.pvalue.TaggedOutput(EncodeVocImage.WARNINGS, f"{DEVKIT_CHECK}: {path}: {problem}")
+        yield Notice(f"{DEVKIT_CHECK}: {path}: {problem}")
 
 
 def _compare(joined, layout: VocLayout):
@@ -518,31 +537,30 @@ def _compare(joined, layout: VocLayout):
         listed = dict(groups["devkit"])
         found = devkit_disagreement(image_id, computed, listed, layout.classes, layout.splits[split])
         if found:
-            yield found
+            yield Notice(found)
 
 
 class CheckDevkit(beam.PTransform):
-    """((split, id), computed 1/0/-1 labels) → a warning per image the devkit files disagree on."""
+    """DevkitLabels computed from annotations → a Notice per image the devkit files disagree on."""
 
     def __init__(self, layout: VocLayout):
         super().__init__()
         self._layout = layout
 
     def expand(self, computed):
-        files = [(split, index) for split in SPLITS for index in range(len(self._layout.classes))]
-        devkit = (
+        class_files = [(split, index) for split in SPLITS for index in range(len(self._layout.classes))]
+        lines, problems = by_type(
             computed.pipeline
-            | "ClassFiles" >> beam.Create(files)
-            | "ReadClassFiles" >> beam.FlatMap(_read_class_file, self._layout).with_outputs(
-                EncodeVocImage.WARNINGS, main="values"
-            )
+            | "ClassFiles" >> beam.Create(class_files)
+            | "ReadClassFiles" >> beam.FlatMap(_read_class_file, self._layout),
+            "Devkit", ClassFileLine, Notice,
         )
         disagreements = (
-            {"computed": computed, "devkit": devkit.values}
+            {"computed": computed, "devkit": lines}
             | "Join" >> beam.CoGroupByKey()
             | "Compare" >> beam.FlatMap(_compare, self._layout)
         )
-        return (disagreements, devkit[EncodeVocImage.WARNINGS]) | "DevkitWarnings" >> beam.Flatten()
+        return (disagreements, problems) | "DevkitWarnings" >> beam.Flatten()
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: ConvertOptions, layout: VocLayout, staging: str, progress_dir):
@@ -555,25 +573,24 @@ def build_pipeline(pipeline: beam.Pipeline, options: ConvertOptions, layout: Voc
         per_class=count_multi_label,
         fatal_reasons=() if layout.skip_unknown else (UNKNOWN_CLASS,),
     )
-    listed = (
+    ids, bad_lines = by_type(
         pipeline
         | "SplitFiles" >> beam.Create(sorted(layout.splits.items()))
-        | "ReadIds" >> beam.FlatMap(_read_split_file, layout).with_outputs(EncodeVocImage.SKIPPED, main="ids")
+        | "ReadIds" >> beam.FlatMap(_read_split_file, layout),
+        "Listed", Listed, Skipped,
     )
-    encoded = (
-        listed.ids
+    encoded, bad_images, notices, labels = by_type(
+        ids
         | "Spread" >> beam.Reshuffle()
-        | "Encode"
-        >> beam.ParDo(EncodeVocImage(layout, options.image, options.seed, progress_dir)).with_outputs(
-            EncodeVocImage.SKIPPED, EncodeVocImage.WARNINGS, EncodeVocImage.LABELS, main="records"
-        )
+        | "Encode" >> beam.ParDo(EncodeVocImage(layout, options.image, options.seed, progress_dir)),
+        "Encoded", Encoded, Skipped, Notice, DevkitLabels,
     )
-    skipped = (listed[EncodeVocImage.SKIPPED], encoded[EncodeVocImage.SKIPPED]) | "AllSkipped" >> beam.Flatten()
-    warnings = [encoded[EncodeVocImage.WARNINGS]]
+    skipped = (bad_lines, bad_images) | "AllSkipped" >> beam.Flatten()
+    warnings = [notices]
     if layout.check_devkit:
-        warnings.append(encoded[EncodeVocImage.LABELS] | "CheckDevkit" >> CheckDevkit(layout))
+        warnings.append(labels | "CheckDevkit" >> CheckDevkit(layout))
     warnings = tuple(warnings) | "AllWarnings" >> beam.Flatten()
-    return (encoded.records, skipped, warnings) | "Write" >> WriteDataset(target)
+    return (encoded, skipped, warnings) | "Write" >> WriteDataset(target)
 
 
 def count_listed_ids(layout: VocLayout) -> int | None:
