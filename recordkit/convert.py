@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -111,8 +113,12 @@ def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
-    if standard.runner == "DaskRunner":  # Beam knows it only by its full name
-        standard.runner = DASK_RUNNER
+    if standard.runner in ("DaskRunner", DASK_RUNNER):
+        import apache_beam.runners.dask.dask_runner  # noqa: F401  (registers --dask_client_address)
+
+        options = PipelineOptions(beam_args)
+        standard = options.view_as(StandardOptions)
+        standard.runner = DASK_RUNNER  # Beam knows it only by its full name
     if not standard.runner:
         standard.runner = "DirectRunner"
         if not any(a.startswith("--direct_num_workers") for a in beam_args):
@@ -138,10 +144,35 @@ def _check_not_another_dataset(destination: str, name: str) -> None:
             )
 
 
+@contextlib.contextmanager
+def stderr_to(log: str | None):
+    """Send this process's and its worker processes' standard error to `log` (Beam's and
+    the SDK workers' start-up lines); yields a stream to the terminal for the progress bar."""
+    if log is None:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        with os.fdopen(os.dup(terminal), "w") as stream:
+            yield stream
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        os.close(terminal)
+
+
 def run_pipeline(
-    build, layout, options: ConvertOptions, beam_args: Sequence[str], total: int | None, show_progress: bool
+    build, layout, options: ConvertOptions, beam_args: Sequence[str], total: int | None, show_progress: bool,
+    log: str | None = None,
 ) -> ConvertResult:
-    """Run `build(pipeline, options, layout, staging, progress_dir)`; read back what it published."""
+    """Run `build(pipeline, options, layout, staging, progress_dir)`; read back what it published.
+
+    With `log`, standard error (ours and the local workers') goes to that file while the
+    pipeline runs, so only the progress bar shows.
+    """
     beam_options = pipeline_options(list(beam_args), options.num_workers)
     destination = options.destination
     _check_not_another_dataset(destination, options.dataset_name)
@@ -154,10 +185,14 @@ def run_pipeline(
     start = time.monotonic()
     pipeline = beam.Pipeline(options=beam_options)
     build(pipeline, options, layout, staging, progress_dir)
-    bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}") if progress_dir else None
     try:
-        with bar or contextlib.nullcontext():
-            pipeline.run().wait_until_finish()
+        with stderr_to(log) as terminal:
+            bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}", terminal) if progress_dir else None
+            with bar or contextlib.nullcontext():
+                result = pipeline.run()
+                result.wait_until_finish()
+                if hasattr(result, "client"):  # Beam's DaskRunner leaves its dask.distributed client open
+                    result.client.close()
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)

@@ -222,9 +222,11 @@ def count_local_files(layout: Layout) -> int | None:
     return sum(len(names) for _, folder in layout.class_dirs for _, _, names in os.walk(folder))
 
 
-def convert_folders(options: ConvertOptions, beam_args: list[str] = (), show_progress: bool = True) -> ConvertResult:
+def convert_folders(
+    options: ConvertOptions, beam_args: list[str] = (), show_progress: bool = True, log: str | None = None
+) -> ConvertResult:
     """Convert ROOT/{train,validation}/<class>/* (or ROOT/<class>/* with a validation
-    fraction) into shards + label.txt + dataset.json."""
+    fraction) into shards + label.txt + dataset.json; `log` takes the pipeline's stderr."""
     layout = discover(options.input_dir, options.validation_fraction)
     total = count_local_files(layout) if show_progress else None
-    return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress)
+    return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress, log)

@@ -49,9 +49,9 @@ def total(directory: str) -> int:
 class Bar:
     """A tqdm bar fed from the workers' counts by a background thread; use as a context."""
 
-    def __init__(self, directory: str, total_items: int | None, description: str):
+    def __init__(self, directory: str, total_items: int | None, description: str, file=None):
         self._directory = directory
-        self._bar = tqdm(total=total_items, desc=description, unit="img", dynamic_ncols=True)
+        self._bar = tqdm(total=total_items, desc=description, unit="img", dynamic_ncols=True, file=file)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 

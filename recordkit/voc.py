@@ -602,9 +602,10 @@ def count_listed_ids(layout: VocLayout) -> int | None:
 
 
 def convert_voc(
-    options: ConvertOptions, voc: VocOptions = VocOptions(), beam_args: Sequence[str] = (), show_progress: bool = True
+    options: ConvertOptions, voc: VocOptions = VocOptions(), beam_args: Sequence[str] = (), show_progress: bool = True,
+    log: str | None = None,
 ) -> ConvertResult:
     """Convert a VOC root's two splits into shards + label.txt + dataset.json (label_kind multi)."""
     layout = discover(options.input_dir, voc, options.image)
     total = count_listed_ids(layout) if show_progress else None
-    return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress)
+    return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress, log)

@@ -6,8 +6,10 @@ Flags not listed here (--runner, --project, --region, --temp_location, --setup_f
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import tempfile
 
 from recordkit.cli import flags
 from recordkit.errors import RecordkitError
@@ -47,6 +49,8 @@ def register(commands) -> None:
               help="keep one copy of identical images: the first train copy (by path); an image "
               "under different labels is dropped everywhere (default: keep all, report them)")
     flags.add(parser, "no-progress", action="store_true", help="no progress bar")
+    flags.add(parser, "verbose", "-v", action="store_true",
+              help="show Beam's and the workers' log lines (default: kept in a log file, named if the run fails)")
     voc = parser.add_argument_group("PASCAL VOC (--format voc)")
     flags.add(voc, "format", choices=("folders", "voc"), default=None,
               help="input layout (default: voc when --voc-root is given, else folders)")
@@ -121,19 +125,35 @@ def options_from(args):
 
 
 def run(args, beam_args) -> int:
+    if not args.verbose:  # Beam warns at import time about optional GCP libraries
+        logging.getLogger().setLevel(logging.ERROR)
+    check_beam_args(beam_args, args.flag_names)
+    log = None if args.verbose else tempfile.mkstemp(prefix="recordkit-convert-", suffix=".log")[1]
+    try:
+        code = run_voc(args, beam_args, log) if args.format == "voc" or (args.format is None and args.voc_root) \
+            else run_folders(args, beam_args, log)
+    except RecordkitError:
+        raise
+    except Exception as e:  # a failed pipeline: one line here, the workers' story in the log
+        where = f"; Beam's and the workers' output is in {log}" if log else ""
+        last = (str(e).strip().splitlines() or [""])[-1]  # Beam wraps worker errors in pages of context
+        raise RecordkitError(f"the conversion failed: {type(e).__name__}: {last}{where}") from None
+    if log:
+        os.remove(log)
+    return code
+
+
+def run_folders(args, beam_args, log: str | None) -> int:
     from recordkit.folders import convert_folders
 
-    check_beam_args(beam_args, args.flag_names)
-    if args.format == "voc" or (args.format is None and args.voc_root):
-        return run_voc(args, beam_args)
     if not args.input_dir:
         raise RecordkitError("-t/--input-dir is required (or --format voc --voc-root DIR)")
-    result = convert_folders(options_from(args), beam_args, show_progress=not args.no_progress)
+    result = convert_folders(options_from(args), beam_args, show_progress=not args.no_progress, log=log)
     print_summary(result)
     return 1 if result.report["skipped"] and args.strict else 0
 
 
-def run_voc(args, beam_args) -> int:
+def run_voc(args, beam_args, log: str | None) -> int:
     import dataclasses
 
     from recordkit import voc
@@ -150,7 +170,7 @@ def run_voc(args, beam_args) -> int:
         unknown_classes=args.unknown_classes,
     )
     options = dataclasses.replace(options_from(args), input_dir=root)
-    result = voc.convert_voc(options, voc_options, beam_args, show_progress=not args.no_progress)
+    result = voc.convert_voc(options, voc_options, beam_args, show_progress=not args.no_progress, log=log)
     print_summary(result)
     if args.check_devkit:
         found = sum(w.startswith(voc.DEVKIT_CHECK) for w in result.report["warnings"])
