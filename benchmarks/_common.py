@@ -7,6 +7,7 @@ machine mostly cancels out of the ratios; absolute numbers are printed too.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -53,6 +54,39 @@ def replicate(times: int, source: pathlib.Path = SATELLITE) -> pathlib.Path:
     return root
 
 
+def synthetic(count: int, size: int = 64) -> pathlib.Path:
+    """SCRATCH/synthetic_{count}: `count` small distinct JPEGs in 6 classes (80% train).
+
+    A few hundred noise images are encoded once; every file is one of them with a JPEG
+    comment naming it, so files are distinct and writing 600,000 of them takes a minute.
+    """
+    import random
+
+    from PIL import Image
+
+    root = SCRATCH / f"synthetic_{count}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    rng = random.Random(0)
+    bases = []
+    for _ in range(256):
+        image = Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)).resize((size, size))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=75)
+        bases.append(out.getvalue())
+    classes = [f"class{c}" for c in range(6)]
+    for split in ("train", "validation"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        split = "validation" if i % 5 == 4 else "train"
+        data = _with_comment(bases[i % len(bases)], f"image {i}".encode())
+        (root / split / classes[i % 6] / f"{i:07d}.jpg").write_bytes(data)
+    done.touch()
+    return root
+
+
 def _with_comment(jpeg: bytes, text: bytes) -> bytes:
     if not jpeg.startswith(_SOI):
         raise ValueError("not a JPEG")
@@ -71,6 +105,7 @@ class Run:
     workers_mib: float
     stdout: str
     cpu_seconds: float = 0.0
+    tree_mib: float = 0.0  # the largest sum of RSS over the whole process tree at one sample
 
 
 def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
@@ -79,14 +114,17 @@ def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
     start, cpu_before = time.monotonic(), _children_cpu()
     process = subprocess.Popen(list(args), cwd=cwd, env=QUIET_ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    peaks = {"launcher": 0.0, "workers": 0.0}
+    peaks = {"launcher": 0.0, "workers": 0.0, "tree": 0.0}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.05):
+            tree = 0.0
             for pid in _descendants(process.pid):
                 key = "launcher" if pid == process.pid else "workers"
                 peaks[key] = max(peaks[key], _rss_mib(pid, "VmHWM" if key == "launcher" else "VmRSS"))
+                tree += _rss_mib(pid, "VmRSS")
+            peaks["tree"] = max(peaks["tree"], tree)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -96,7 +134,7 @@ def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
     sampler.join()
     if process.returncode:
         raise RuntimeError(f"{' '.join(map(str, args))} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return Run(seconds, peaks["launcher"], peaks["workers"], stdout, _children_cpu() - cpu_before)
+    return Run(seconds, peaks["launcher"], peaks["workers"], stdout, _children_cpu() - cpu_before, peaks["tree"])
 
 
 def _children_cpu() -> float:

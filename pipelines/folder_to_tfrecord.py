@@ -6,8 +6,7 @@ flags pass through:
     python -m pipelines.folder_to_tfrecord -t gs://BUCKET/pic --output-dir gs://BUCKET/data \\
         --dataset-name satellite --train-shards 16 --validation-shards 4 \\
         --runner DataflowRunner --project PROJECT --region REGION --temp_location gs://BUCKET/tmp \\
-        --extra_package dist/recordkit-0.1.0-py3-none-any.whl \\
-        --requirements_file pipelines/worker-requirements.txt --requirements_cache=skip
+        --extra_package dist/recordkit-0.1.0-py3-none-any.whl
 """
 
 from __future__ import annotations

@@ -162,12 +162,22 @@ def serialize(spec: Mapping[str, Feature], values: Mapping[str, Any]) -> bytes:
     if spec.keys() != values.keys():
         missing, unknown = sorted(set(spec) - set(values)), sorted(set(values) - set(spec))
         raise KeyError(f"record keys do not match the spec: missing {missing}, unknown {unknown}")
-    # Features.feature is a map: one entry (key = field 1, value = field 2) per key.
-    entries = b"".join([
-        _field(b"\x0a", _field(b"\x0a", key.encode("utf-8")) + _field(b"\x12", _feature(spec[key], key, values[key])))
-        for key in sorted(spec)
-    ])
+    entries = b"".join([_entry(spec[key], key, values[key]) for key in sorted(spec)])
     return _field(b"\x0a", entries)  # Example.features: the Features message is the entries
+
+
+_ENTRIES: dict = {}  # (key, value) → entry bytes for small repeated values (format, label, size...)
+
+
+def _entry(feature: Feature, key: str, value: Any) -> bytes:
+    """One entry of the Features.feature map (key = field 1, value = field 2)."""
+    small = isinstance(value, int) or (isinstance(value, str) and len(value) < 64)
+    if small and (key, value) in _ENTRIES:
+        return _ENTRIES[(key, value)]
+    entry = _field(b"\x0a", _field(b"\x0a", key.encode("utf-8")) + _field(b"\x12", _feature(feature, key, value)))
+    if small and len(_ENTRIES) < 4096:
+        _ENTRIES[(key, value)] = entry
+    return entry
 
 
 def parse_spec(spec: Mapping[str, Feature], num_classes: int | None = None) -> dict:

@@ -30,7 +30,7 @@ def register(commands) -> None:
     flags.add(parser, "train-shards", type=int, default=2, help="default: %(default)s")
     flags.add(parser, "validation-shards", type=int, default=2, help="default: %(default)s")
     flags.add(parser, "num-threads", type=int, default=os.cpu_count() or 1,
-              help="local workers (threads) of the default runner (default: number of CPUs)")
+              help="local worker processes of the default runner (default: number of CPUs)")
     flags.add(parser, "image-size", help="resize to N×N or WxH (default: keep the source size, "
               "JPEG bytes pass through untouched)")
     flags.add(parser, "resize-mode", choices=("stretch", "crop"), default="stretch",
