@@ -30,6 +30,7 @@ def main() -> None:
         images = len(_common.image_files(root))
         out = _common.SCRATCH / "out" / f"scaling_{root.name}"
         shutil.rmtree(out, ignore_errors=True)
+        _common.warm(root)
         run = _common.convert(root, out, workers=args.workers)
         shutil.rmtree(out, ignore_errors=True)
         pipeline = _common.pipeline_seconds(run.stdout)

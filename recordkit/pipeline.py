@@ -228,10 +228,10 @@ class WriteDataset(beam.PTransform):
             | "WriteShard" >> beam.Map(_write_shard, target)
         )
         parts = (
-            skipped | "SkippedReport" >> WriteReportPart(target.staging, SKIPPED, _skipped_entry(target)),
-            findings | "DuplicatesReport" >> WriteReportPart(target.staging, DUPLICATES, _finding_entry(target)),
-            warnings | "WarningsReport" >> WriteReportPart(target.staging, WARNINGS, _warning_entry),
-        ) | "ReportParts" >> beam.Flatten()
+            skipped | "SkippedEntries" >> beam.Map(skipped_entry(target)),
+            findings | "FindingEntries" >> beam.Map(finding_entry(target)),
+            warnings | "WarningEntries" >> beam.Map(warning_entry),
+        ) | "ReportEntries" >> beam.Flatten() | "Report" >> WriteReportParts(target.staging)
         # One small element per shard and per report part, gathered under a single key.
         return (
             (written, parts)
@@ -424,8 +424,9 @@ PARTS_PER_LIST = 16
 
 
 class ReportEntry(NamedTuple):
-    """One item of a report list: its JSON, where it sorts, and what it adds to the counts."""
+    """One item of a report list: which list, where it sorts, its JSON, what it adds to the counts."""
 
+    name: str
     order: str
     json: str
     tally: tuple[str, ...]
@@ -438,49 +439,49 @@ class PartWritten(NamedTuple):
     tally: dict[str, int]
 
 
-def _skipped_entry(target: Target):
+def skipped_entry(target: Target) -> Callable[[Skipped], ReportEntry]:
     def entry(s: Skipped) -> ReportEntry:
         fatal = target.strict or s.reason.startswith(target.fatal_reasons)
         tally = (f"reason:{s.reason.split(':')[0]}",) + (("fatal",) if fatal else ())
-        return ReportEntry(json.dumps([s.split, s.path, s.reason]), json.dumps(s._asdict(), sort_keys=True), tally)
+        return ReportEntry(SKIPPED, json.dumps([s.split, s.path, s.reason]), json.dumps(s._asdict(), sort_keys=True), tally)
 
     return entry
 
 
-def _finding_entry(target: Target):
+def finding_entry(target: Target) -> Callable[[duplicates.Finding], ReportEntry]:
     def entry(f: duplicates.Finding) -> ReportEntry:
         data = f.as_json(target.drop_duplicates)
         tally = (f"kind:{f.kind}",) + ("dropped",) * len(data["dropped"])
-        return ReportEntry(json.dumps([duplicates.KINDS.index(f.kind), f.copies]), json.dumps(data, sort_keys=True), tally)
+        order = json.dumps([duplicates.KINDS.index(f.kind), f.copies])
+        return ReportEntry(DUPLICATES, order, json.dumps(data, sort_keys=True), tally)
 
     return entry
 
 
-def _warning_entry(notice: Notice) -> ReportEntry:
-    return ReportEntry(json.dumps(notice.text), json.dumps(notice.text), ())
+def warning_entry(notice: Notice) -> ReportEntry:
+    return ReportEntry(WARNINGS, json.dumps(notice.text), json.dumps(notice.text), ())
 
 
-class WriteReportPart(beam.PTransform):
-    """Items → PartWritten: each of PARTS_PER_LIST groups is sorted and written by a worker,
-    so no list of bad files or findings is ever held in one place; `_publish` merges the
-    sorted parts into report.json line by line."""
+class WriteReportParts(beam.PTransform):
+    """ReportEntries → PartWritten: each list's entries are spread over PARTS_PER_LIST groups,
+    each sorted and written by a worker, so no list of bad files or findings is ever held in
+    one place; `_publish` merges the sorted parts into report.json line by line."""
 
-    def __init__(self, staging: str, name: str, entry: Callable[[object], ReportEntry]):
+    def __init__(self, staging: str):
         super().__init__()
-        self._folder, self._name, self._entry = join(staging, REPORT_PARTS), name, entry
+        self._folder = join(staging, REPORT_PARTS)
 
-    def expand(self, items):
+    def expand(self, entries):
         return (
-            items
-            | "Entry" >> beam.Map(self._entry)
-            | "ByPart" >> beam.Map(lambda e: (zlib.crc32(e.json.encode()) % PARTS_PER_LIST, e))
+            entries
+            | "ByPart" >> beam.Map(lambda e: ((e.name, zlib.crc32(e.json.encode()) % PARTS_PER_LIST), e))
             | "GroupParts" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-            | "WritePart" >> beam.Map(_write_part, self._folder, self._name)
+            | "WritePart" >> beam.Map(_write_part, self._folder)
         )
 
 
-def _write_part(part: tuple[int, list[ReportEntry]], folder: str, name: str) -> PartWritten:
-    index, entries = part
+def _write_part(part: tuple[tuple[str, int], list[ReportEntry]], folder: str) -> PartWritten:
+    (name, index), entries = part
     entries = sorted(entries)
     path = join(folder, f"{name}-{index:05d}")
     with FileSystems.create(path) as f:
@@ -490,7 +491,7 @@ def _write_part(part: tuple[int, list[ReportEntry]], folder: str, name: str) -> 
     return PartWritten(name, path, len(entries), dict(tally))
 
 
-def _merged_lines(paths: list[str]) -> Iterator[str]:
+def merged_lines(paths: list[str]) -> Iterator[str]:
     """The JSON of every entry in the sorted parts, in global order, one line held per part."""
 
     def lines(path: str) -> Iterator[str]:
@@ -513,7 +514,7 @@ def _write_report(path: str, head: dict, lists: dict[str, tuple[list[str], list[
                 f.write(json.dumps(head[key], sort_keys=True).encode())
             else:
                 leading, parts = lists[key]
-                items = itertools.chain(leading, _merged_lines(parts))
+                items = itertools.chain(leading, merged_lines(parts))
                 first = next(items, None)
                 if first is None:
                     f.write(b"[]")

@@ -97,10 +97,10 @@ def test_report_parts_merge_into_one_sorted_list(tmp_path):
     target = pipeline.Target(output_dir=str(tmp_path), staging=str(tmp_path / "staging"), info=None,
                              num_shards={}, fatal_reasons=("truncated",))
     with test_pipeline.TestPipeline() as p:
-        parts = p | beam.Create(skipped) | pipeline.WriteReportPart(
-            str(tmp_path / "staging"), pipeline.SKIPPED, pipeline._skipped_entry(target))
+        parts = (p | beam.Create(skipped) | beam.Map(pipeline.skipped_entry(target))
+                 | pipeline.WriteReportParts(str(tmp_path / "staging")))
         assert_that(parts | beam.Map(lambda part: part.count) | beam.CombineGlobally(sum), equal_to([500]))
     paths = sorted(str(p) for p in (tmp_path / "staging" / pipeline.REPORT_PARTS).iterdir())
     assert 1 < len(paths) <= pipeline.PARTS_PER_LIST  # spread over parts...
-    merged = [json.loads(line) for line in pipeline._merged_lines(paths)]
+    merged = [json.loads(line) for line in pipeline.merged_lines(paths)]
     assert merged == [s._asdict() for s in sorted(skipped)]  # ...merged back in (split, path, reason) order
