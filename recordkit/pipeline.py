@@ -13,19 +13,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import heapq
-import io
-import itertools
 import json
 import uuid
-import zlib
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from recordkit import duplicates, files, images, output, progress, tfrecord
+from recordkit import duplicates, files, images, output, progress, ranking, report, tfrecord
 from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo, SplitInfo
 from recordkit.metadata import format_labels, join, shard_name
 
@@ -88,10 +84,6 @@ class ShardWritten(NamedTuple):
 
 def sort_key(seed: int, split: str, source_id: str) -> bytes:
     return hashlib.sha256(f"{seed}\0{split}\0{source_id}".encode()).digest()
-
-
-def shard_index(rank: int, total: int, num_shards: int) -> int:
-    return rank * num_shards // total
 
 
 class MatchSplitFiles(beam.PTransform):
@@ -206,9 +198,9 @@ class WriteDataset(beam.PTransform):
     The optional third input holds warnings found by the workers; report.json lists them,
     sorted, after the launcher's. Nothing here holds the whole dataset in one place:
     duplicates are resolved per hash prefix, records are ranked per range of their sort key
-    (see RankRecords), and the report is written in sorted parts, merged at the end. There
-    are no side inputs: Beam's Dask runner recomputes a side input's whole upstream for every
-    bundle that reads it.
+    (ranking.py), and the report is written in sorted parts, merged at the end (report.py).
+    There are no side inputs: Beam's Dask runner recomputes a side input's whole upstream for
+    every bundle that reads it.
     """
 
     def __init__(self, target: Target):
@@ -223,15 +215,15 @@ class WriteDataset(beam.PTransform):
         refs, findings = spilled | "Duplicates" >> ResolveDuplicates(target.drop_duplicates)
         written = (
             refs
-            | "Rank" >> RankRecords(target.num_shards)
+            | "Rank" >> ranking.RankRecords(target.num_shards)
             | "GroupShards" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
             | "WriteShard" >> beam.Map(_write_shard, target)
         )
         parts = (
-            skipped | "SkippedEntries" >> beam.Map(skipped_entry(target)),
-            findings | "FindingEntries" >> beam.Map(finding_entry(target)),
-            warnings | "WarningEntries" >> beam.Map(warning_entry),
-        ) | "ReportEntries" >> beam.Flatten() | "Report" >> WriteReportParts(target.staging)
+            skipped | "SkippedEntries" >> beam.Map(report.skipped_entry(target.strict, target.fatal_reasons)),
+            findings | "FindingEntries" >> beam.Map(report.finding_entry(target.drop_duplicates)),
+            warnings | "WarningEntries" >> beam.Map(report.warning_entry),
+        ) | "ReportEntries" >> beam.Flatten() | "Report" >> report.WriteReportParts(target.staging)
         # One small element per shard and per report part, gathered under a single key.
         return (
             (written, parts)
@@ -243,7 +235,6 @@ class WriteDataset(beam.PTransform):
 
 
 RUNS = ".runs"  # inside the staging folder, so publishing (or a failed run's cleanup) removes it
-REPORT_PARTS = ".report"  # likewise
 
 
 def runs_folder(target: Target) -> str:
@@ -329,84 +320,6 @@ def _resolve(group: tuple[int, list[Spilled]], drop: bool):
             yield Ref(c.split, c.sort_key, c.counts, c.run, c.offset, c.length)
 
 
-RANGE_BITS = 12  # sort keys are ranked in 4,096 ranges of their first 12 bits per split
-
-
-def range_of(key: bytes) -> int:
-    return int.from_bytes(key[:2], "big") >> (16 - RANGE_BITS)
-
-
-class RankRecords(beam.PTransform):
-    """Refs → ((split, shard), Ref) by each record's global rank in sort-key order.
-
-    Records are gathered per (split, range of the sort key) by a combiner (each worker sends
-    one list per range, not one element per record); a global count per range gives each
-    range its offset, joined back by key; inside a range, rank = offset + place in sort order.
-    A range holds 1/4096 of a split whatever the dataset's size (TFDS's Beam writer ranks
-    the same way, by a range partition of the hash).
-    """
-
-    def __init__(self, num_shards: dict[str, int]):
-        super().__init__()
-        self._num_shards = num_shards
-
-    def expand(self, refs):
-        ranges = (
-            refs
-            | "ByRange" >> beam.Map(lambda r: ((r.split, range_of(r.sort_key)), r))
-            | "GatherRanges" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-        )
-        offsets = (
-            ranges
-            | "Sizes" >> beam.Map(lambda group: (group[0], len(group[1])))
-            | "Count" >> beam.CombineGlobally(RangeOffsets())
-            | "PerRange" >> beam.FlatMap(lambda found: found.items())
-        )
-        return (
-            {"refs": ranges, "offset": offsets}
-            | "Join" >> beam.CoGroupByKey()
-            | "RankInRange" >> beam.FlatMap(_rank_range, self._num_shards)
-        )
-
-
-class RangeOffsets(beam.CombineFn):
-    """((split, range), size) → {(split, range): (offset, split total)} for non-empty ranges:
-    at most 4,096 entries per split, whatever the dataset's size."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, sizes, element):
-        key, size = element
-        sizes[key] = sizes.get(key, 0) + size
-        return sizes
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for sizes in accumulators:
-            for key, size in sizes.items():
-                merged[key] = merged.get(key, 0) + size
-        return merged
-
-    def extract_output(self, sizes):
-        totals = collections.Counter()
-        for (split, _), size in sizes.items():
-            totals[split] += size
-        offsets, running = {}, collections.Counter()
-        for split, index in sorted(sizes):
-            offsets[(split, index)] = (running[split], totals[split])
-            running[split] += sizes[(split, index)]
-        return offsets
-
-
-def _rank_range(group: tuple[tuple[str, int], dict], num_shards: dict[str, int]):
-    (split, _), joined = group
-    [(offset, total)] = joined["offset"]
-    refs = sorted((r for members in joined["refs"] for r in members), key=lambda r: r.sort_key)
-    for position, ref in enumerate(refs):
-        yield (split, shard_index(offset + position, total, num_shards[split])), ref
-
-
 def _write_shard(shard: tuple[tuple[str, int], list[Ref]], target: Target) -> ShardWritten:
     (split, index), refs = shard
     refs = sorted(refs, key=lambda r: r.sort_key)
@@ -417,136 +330,26 @@ def _write_shard(shard: tuple[tuple[str, int], list[Ref]], target: Target) -> Sh
     return ShardWritten(split, name, len(refs), dict(counts))
 
 
-# --- report.json, written in parts ------------------------------------------------------------
-
-SKIPPED, DUPLICATES, WARNINGS = "skipped", "duplicates", "warnings"
-PARTS_PER_LIST = 16
-
-
-class ReportEntry(NamedTuple):
-    """One item of a report list: which list, where it sorts, its JSON, what it adds to the counts."""
-
-    name: str
-    order: str
-    json: str
-    tally: tuple[str, ...]
-
-
-class PartWritten(NamedTuple):
-    name: str  # which list of report.json
-    path: str  # a file of "order\tjson" lines, sorted
-    count: int
-    tally: dict[str, int]
-
-
-def skipped_entry(target: Target) -> Callable[[Skipped], ReportEntry]:
-    def entry(s: Skipped) -> ReportEntry:
-        fatal = target.strict or s.reason.startswith(target.fatal_reasons)
-        tally = (f"reason:{s.reason.split(':')[0]}",) + (("fatal",) if fatal else ())
-        return ReportEntry(SKIPPED, json.dumps([s.split, s.path, s.reason]), json.dumps(s._asdict(), sort_keys=True), tally)
-
-    return entry
-
-
-def finding_entry(target: Target) -> Callable[[duplicates.Finding], ReportEntry]:
-    def entry(f: duplicates.Finding) -> ReportEntry:
-        data = f.as_json(target.drop_duplicates)
-        tally = (f"kind:{f.kind}",) + ("dropped",) * len(data["dropped"])
-        order = json.dumps([duplicates.KINDS.index(f.kind), f.copies])
-        return ReportEntry(DUPLICATES, order, json.dumps(data, sort_keys=True), tally)
-
-    return entry
-
-
-def warning_entry(notice: Notice) -> ReportEntry:
-    return ReportEntry(WARNINGS, json.dumps(notice.text), json.dumps(notice.text), ())
-
-
-class WriteReportParts(beam.PTransform):
-    """ReportEntries → PartWritten: each list's entries are spread over PARTS_PER_LIST groups,
-    each sorted and written by a worker, so no list of bad files or findings is ever held in
-    one place; `_publish` merges the sorted parts into report.json line by line."""
-
-    def __init__(self, staging: str):
-        super().__init__()
-        self._folder = join(staging, REPORT_PARTS)
-
-    def expand(self, entries):
-        return (
-            entries
-            | "ByPart" >> beam.Map(lambda e: ((e.name, zlib.crc32(e.json.encode()) % PARTS_PER_LIST), e))
-            | "GroupParts" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-            | "WritePart" >> beam.Map(_write_part, self._folder)
-        )
-
-
-def _write_part(part: tuple[tuple[str, int], list[ReportEntry]], folder: str) -> PartWritten:
-    (name, index), entries = part
-    entries = sorted(entries)
-    path = join(folder, f"{name}-{index:05d}")
-    with FileSystems.create(path) as f:
-        for e in entries:
-            f.write(f"{e.order}\t{e.json}\n".encode("utf-8"))  # json.dumps never emits a raw tab
-    tally = collections.Counter(key for e in entries for key in e.tally)
-    return PartWritten(name, path, len(entries), dict(tally))
-
-
-def merged_lines(paths: list[str]) -> Iterator[str]:
-    """The JSON of every entry in the sorted parts, in global order, one line held per part."""
-
-    def lines(path: str) -> Iterator[str]:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            for line in io.TextIOWrapper(f, encoding="utf-8"):
-                yield line.rstrip("\n")
-
-    for line in heapq.merge(*(lines(p) for p in paths)):
-        yield line.partition("\t")[2]
-
-
-def _write_report(path: str, head: dict, lists: dict[str, tuple[list[str], list[str]]]) -> None:
-    """report.json: `head`'s values, and each list as its leading JSON items then its parts'."""
-    keys = sorted({**head, **lists})
-    with FileSystems.create(path) as f:
-        f.write(b"{\n")
-        for i, key in enumerate(keys):
-            f.write(f"  {json.dumps(key)}: ".encode())
-            if key in head:
-                f.write(json.dumps(head[key], sort_keys=True).encode())
-            else:
-                leading, parts = lists[key]
-                items = itertools.chain(leading, merged_lines(parts))
-                first = next(items, None)
-                if first is None:
-                    f.write(b"[]")
-                else:
-                    f.write(f"[\n    {first}".encode())
-                    for item in items:
-                        f.write(f",\n    {item}".encode())
-                    f.write(b"\n  ]")
-            f.write(b",\n" if i < len(keys) - 1 else b"\n")
-        f.write(b"}\n")
-
-
 def _publish(target: Target, outcomes: list) -> None:
     written = [o for o in outcomes if isinstance(o, ShardWritten)]
-    parts = [o for o in outcomes if isinstance(o, PartWritten)]
-    tallies = {name: collections.Counter() for name in (SKIPPED, DUPLICATES, WARNINGS)}
+    parts = [o for o in outcomes if isinstance(o, report.PartWritten)]
+    tallies = {name: collections.Counter() for name in (report.SKIPPED, report.DUPLICATES, report.WARNINGS)}
     for part in parts:
         tallies[part.name].update(part.tally)
         tallies[part.name]["count"] += part.count
     info = _complete_info(target, written, tallies)
-    published = not tallies[SKIPPED]["fatal"]
+    published = not tallies[report.SKIPPED]["fatal"]
     head = {"published": published, "records": {split: s.num_records for split, s in info.splits.items()}}
     lists = {
-        name: ([json.dumps(w) for w in info.source.get("warnings", [])] if name == WARNINGS else [],
+        name: ([json.dumps(w) for w in info.source.get("warnings", [])] if name == report.WARNINGS else [],
                sorted(p.path for p in parts if p.name == name))
         for name in tallies
     }
     if not published:
-        _write_report(join(target.output_dir, REPORT_JSON), head, lists)
+        report.write(join(target.output_dir, REPORT_JSON), head, lists)
         files.remove(target.staging)
         return
-    _write_report(join(target.staging, REPORT_JSON), head, lists)
+    report.write(join(target.staging, REPORT_JSON), head, lists)
     shard_files = [f for split in info.splits.values() for f in split.files]
     for name in set(shard_files) - {w.file for w in written}:
         tfrecord.write(join(target.staging, name), [])
@@ -573,7 +376,7 @@ def _complete_info(target: Target, written: list[ShardWritten], tallies: dict) -
             per_class=target.per_class(target.info.classes, counts),
             source=target.info.source.get("splits", {}).get(split, split),
         )
-    skipped, found = tallies[SKIPPED], tallies[DUPLICATES]
+    skipped, found = tallies[report.SKIPPED], tallies[report.DUPLICATES]
     by_reason = {key.partition(":")[2]: n for key, n in sorted(skipped.items()) if key.startswith("reason:")}
     return dataclasses.replace(
         target.info,

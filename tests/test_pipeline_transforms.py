@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from recordkit import duplicates, pipeline
+from recordkit import duplicates, pipeline, ranking, report
 from recordkit.pipeline import Ref, Skipped, Spilled
 
 
@@ -25,7 +25,7 @@ def expected_shards(refs: list[Ref], num_shards: dict[str, int]) -> list:
     out = []
     for split, n in num_shards.items():
         ordered = sorted((r for r in refs if r.split == split), key=lambda r: r.sort_key)
-        out += [((split, pipeline.shard_index(i, len(ordered), n)), r) for i, r in enumerate(ordered)]
+        out += [((split, ranking.shard_index(i, len(ordered), n)), r) for i, r in enumerate(ordered)]
     return out
 
 
@@ -43,12 +43,12 @@ def test_ranks_follow_the_sort_key_and_shards_differ_by_at_most_one():
         sizes[split][shard] += 1
     assert max(sizes["train"].values()) - min(sizes["train"].values()) <= 1 and len(sizes["train"]) == 7
     with test_pipeline.TestPipeline() as p:
-        ranked = p | beam.Create(refs) | pipeline.RankRecords(num_shards)
+        ranked = p | beam.Create(refs) | ranking.RankRecords(num_shards)
         assert_that(ranked, equal_to(expected))
 
 
 def test_range_offsets_count_every_split_on_its_own():
-    offsets = pipeline.RangeOffsets()
+    offsets = ranking.RangeOffsets()
     sizes = offsets.create_accumulator()
     for element in [(("train", 5), 3), (("validation", 0), 2), (("train", 1), 4), (("train", 5), 1)]:
         sizes = offsets.add_input(sizes, element)
@@ -94,13 +94,11 @@ def test_report_parts_merge_into_one_sorted_list(tmp_path):
     rng = random.Random(1)
     skipped = [Skipped(rng.choice(["train", "validation"]), f"d/{rng.randrange(10**6):07d}.jpg",
                        rng.choice(["not an image", "truncated JPEG"])) for _ in range(500)]
-    target = pipeline.Target(output_dir=str(tmp_path), staging=str(tmp_path / "staging"), info=None,
-                             num_shards={}, fatal_reasons=("truncated",))
     with test_pipeline.TestPipeline() as p:
-        parts = (p | beam.Create(skipped) | beam.Map(pipeline.skipped_entry(target))
-                 | pipeline.WriteReportParts(str(tmp_path / "staging")))
+        parts = (p | beam.Create(skipped) | beam.Map(report.skipped_entry(False, ("truncated",)))
+                 | report.WriteReportParts(str(tmp_path / "staging")))
         assert_that(parts | beam.Map(lambda part: part.count) | beam.CombineGlobally(sum), equal_to([500]))
-    paths = sorted(str(p) for p in (tmp_path / "staging" / pipeline.REPORT_PARTS).iterdir())
-    assert 1 < len(paths) <= pipeline.PARTS_PER_LIST  # spread over parts...
-    merged = [json.loads(line) for line in pipeline.merged_lines(paths)]
+    paths = sorted(str(p) for p in (tmp_path / "staging" / report.REPORT_PARTS).iterdir())
+    assert 1 < len(paths) <= report.PARTS_PER_LIST  # spread over parts...
+    merged = [json.loads(line) for line in report.merged_lines(paths)]
     assert merged == [s._asdict() for s in sorted(skipped)]  # ...merged back in (split, path, reason) order
