@@ -8,7 +8,6 @@ copy before a validation copy; an image under conflicting labels is dropped ever
 
 from __future__ import annotations
 
-import collections
 from typing import Iterable, NamedTuple
 
 WITHIN_SPLIT = "within_split"
@@ -63,12 +62,3 @@ def classify(sha256: str, copies: Iterable[Copy]) -> Finding | None:
         return None
     kind = kind_of(copies)
     return Finding(kind, sha256, copies, copies if kind == CONFLICTING_LABELS else copies[1:])
-
-
-def summarize(findings: list[Finding], dropped: bool) -> dict:
-    """Counts per kind for dataset.json and the summary."""
-    kinds = collections.Counter(f.kind for f in findings)
-    return {
-        **{kind: kinds.get(kind, 0) for kind in KINDS},
-        "dropped": sum(len(f.dropped) for f in findings) if dropped else 0,
-    }
