@@ -433,6 +433,13 @@ def test_dataset_name_must_be_safe_in_file_names(dataset, name):
         run(dataset, dataset_name=name)
 
 
+def test_an_output_dir_that_is_a_file_is_a_one_line_error(dataset, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "file"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"recordkit convert: error: output folder {tmp_path / 'file'} is a file: pass a folder to --output-dir")
+
+
 def test_a_second_dataset_in_the_same_folder_is_refused(dataset, tmp_path):
     run(dataset, tmp_path / "out", dataset_name="a")
     with pytest.raises(RecordkitError, match="already holds dataset 'a'"):

@@ -132,7 +132,9 @@ def run(args, beam_args) -> int:
     try:
         code = run_voc(args, beam_args, log) if args.format == "voc" or (args.format is None and args.voc_root) \
             else run_folders(args, beam_args, log)
-    except RecordkitError:
+    except RecordkitError:  # our own one-line errors need no log
+        if log:
+            os.remove(log)
         raise
     except Exception as e:  # a failed pipeline: one line here, the workers' story in the log
         where = f"; Beam's and the workers' output is in {log}" if log else ""
