@@ -125,8 +125,17 @@ def options_from(args):
 
 
 def run(args, beam_args) -> int:
+    root = logging.getLogger()
+    level = root.level
     if not args.verbose:  # Beam warns at import time about optional GCP libraries
-        logging.getLogger().setLevel(logging.ERROR)
+        root.setLevel(logging.ERROR)
+    try:
+        return convert(args, beam_args)
+    finally:
+        root.setLevel(level)
+
+
+def convert(args, beam_args) -> int:
     check_beam_args(beam_args, args.flag_names)
     log = None if args.verbose else tempfile.mkstemp(prefix="recordkit-convert-", suffix=".log")[1]
     try:
