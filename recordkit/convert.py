@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from recordkit import files, images, output, progress, records
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DATASET_JSON, REPORT_JSON, DatasetInfo, join, load
-from recordkit.pipeline import Target
+from recordkit.pipeline import METRICS, Target
 
 DEFAULT_SEED = 0
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -63,6 +64,7 @@ class ConvertResult:
     info: DatasetInfo | None  # None when --strict held the output back
     seconds: float
     output_dir: str
+    counters: dict[str, int] = field(default_factory=dict)  # Beam's "recordkit" counters, where the runner reports them
 
     @property
     def records(self) -> int:
@@ -195,10 +197,20 @@ def run_pipeline(
                 result.wait_until_finish()
                 if hasattr(result, "client"):  # Beam's DaskRunner leaves its dask.distributed client open
                     result.client.close()
+                counters = read_counters(result)
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
     seconds = time.monotonic() - start
     report = json.loads(files.read_text(join(destination, REPORT_JSON)))
     info = load(destination) if report["published"] else None
-    return ConvertResult(report=report, info=info, seconds=seconds, output_dir=destination)
+    return ConvertResult(report=report, info=info, seconds=seconds, output_dir=destination, counters=counters)
+
+
+def read_counters(result) -> dict[str, int]:
+    """The pipeline's counters by name; empty where the runner keeps none (Beam's Dask runner)."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS))["counters"]
+    except NotImplementedError:
+        return {}
+    return {c.key.metric.name: c.committed if c.committed is not None else c.attempted for c in found}

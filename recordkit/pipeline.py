@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import re
 import uuid
 from typing import Callable, NamedTuple
 
@@ -152,7 +153,8 @@ class EncodeDoFn(beam.DoFn):
             self._counter.add()
 
     def skip(self, split: str, path: str, reason: str) -> Skipped:
-        Metrics.counter(METRICS, f"skipped_{reason.split(':')[0].replace(' ', '_')}").inc()
+        kind = reason.split(":")[0].split(" (")[0]  # "truncated JPEG (no end-of-image marker)" → truncated JPEG
+        Metrics.counter(METRICS, "skipped_" + re.sub(r"[^A-Za-z0-9]+", "_", kind).strip("_")).inc()
         return Skipped(split, path, reason)
 
     def encoded(self, record: Encoded) -> Encoded:

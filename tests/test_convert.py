@@ -433,6 +433,18 @@ def test_dataset_name_must_be_safe_in_file_names(dataset, name):
         run(dataset, dataset_name=name)
 
 
+def test_beam_counters_count_what_the_workers_did(dataset, tmp_path):
+    (dataset / "train" / "water" / "broken.jpg").write_bytes(imagegen.jpeg(64, 64)[:700])
+    (dataset / "train" / "rock" / "notes.txt").write_text("not an image")
+    result = run(dataset, tmp_path / "out", num_workers=2)  # counted in two worker processes
+    written = sum(p.stat().st_size for p in (tmp_path / "out").glob("*.tfrecord"))
+    assert result.counters == {
+        "images_read": 19, "records_encoded": 17, "records_written": 17,
+        "skipped_truncated_JPEG": 1, "skipped_not_an_image": 1,
+        "bytes_encoded": written - 17 * 16,  # each record's TFRecord framing adds 16 bytes
+    }
+
+
 def test_an_output_dir_that_is_a_file_is_a_one_line_error(dataset, tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     assert main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "file"), "--no-progress"]) == 2
