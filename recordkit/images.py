@@ -9,6 +9,7 @@ resized passes through byte for byte after validation; anything else is decoded,
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -90,8 +91,7 @@ def _convert(data: bytes, image: Image.Image, options: ImageOptions) -> EncodedI
     upright = image.getexif().get(_EXIF_ORIENTATION, 1) == 1
     if image.format == "JPEG" and image.mode == "RGB" and upright and options.size is None:
         width, height = image.size
-        _validate_jpeg(data, image)
-        return EncodedImage(data, height, width)
+        return EncodedImage(_validate_jpeg(data, image), height, width)
     return _reencode(image, options)
 
 
@@ -101,25 +101,71 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise BadImage(f"decompression bomb: {e}") from None
+        # Pillow refuses past twice its own limit and names only the pixel count; the report
+        # states our limit, as for smaller bombs.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise BadImage(f"decompression bomb: {size} exceeds the limit of {max_pixels:,} pixels") from None
     except Exception:
         raise BadImage("not an image (unrecognised content)") from None
     if image.format not in SUPPORTED_FORMATS:
         raise BadImage(f"unsupported format {image.format} (supported: {', '.join(SUPPORTED_FORMATS)})")
     if image.width * image.height > max_pixels:
         raise BadImage(
-            f"decompression bomb: {image.width}x{image.height} pixels exceeds the limit of {max_pixels}"
+            f"decompression bomb: {image.width}x{image.height} = {image.width * image.height:,} pixels "
+            f"exceeds the limit of {max_pixels:,} pixels"
         )
     return image
 
 
-def _validate_jpeg(data: bytes, image: Image.Image) -> None:
-    """Decode at 1/8 scale: every entropy-coded byte is still read (truncation and most
-    corruption fail), but the costly inverse DCT and colour conversion are mostly skipped."""
+def _validate_jpeg(data: bytes, image: Image.Image) -> bytes:
+    """The JPEG's bytes, checked by a decode at 1/8 scale: every entropy-coded byte is still
+    read (truncation and most corruption fail), but the costly inverse DCT and colour
+    conversion are mostly skipped. Bytes after the end-of-image marker (the video phones
+    append to Motion Photos) are not part of the image and are left out."""
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        raise BadImage("truncated JPEG (no end-of-image marker)")
+        end = jpeg_end(data)
+        if end is None:
+            raise BadImage("truncated JPEG (no end-of-image marker)")
+        data = data[:end]
     image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
     image.load()
+    return data
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Where the JPEG's end-of-image marker ends, found by walking its segments (so an EOI
+    inside an embedded thumbnail or comment does not count); None if the data stops first."""
+    i = 2 if data.startswith(b"\xff\xd8") else len(data)
+    while i + 1 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0xD9:
+            return i + 2
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+            if marker == 0xDA:  # entropy-coded data runs to the next marker that is not FF00 or RSTn
+                i = _next_marker(data, i)
+    return None
+
+
+def _next_marker(data: bytes, i: int) -> int:
+    while True:
+        i = data.find(b"\xff", i)
+        if i < 0 or i + 1 >= len(data):
+            return len(data)
+        follower = data[i + 1]
+        if follower == 0x00 or 0xD0 <= follower <= 0xD7:
+            i += 2
+        elif follower == 0xFF:
+            i += 1
+        else:
+            return i
 
 
 def _reencode(image: Image.Image, options: ImageOptions) -> EncodedImage:

@@ -94,6 +94,30 @@ def test_bad_inputs_raise_with_reason(data, reason):
         to_rgb_jpeg(data, ImageOptions())
 
 
+def _with_segment(jpeg: bytes, marker: int, payload: bytes) -> bytes:
+    """`jpeg` with one more segment right after SOI (a comment, an EXIF block...)."""
+    return jpeg[:2] + bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_motion_photo_trailer_is_left_out_and_the_image_kept():
+    """Phones append a video after the JPEG's end-of-image marker: the image is fine."""
+    jpeg = imagegen.jpeg(64, 48, seed=3)
+    motion = jpeg + b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
+    converted = to_rgb_jpeg(motion, ImageOptions())
+    assert converted.jpeg == jpeg and (converted.width, converted.height) == (64, 48)
+    progressive = imagegen.encode(imagegen.pattern(64, 48), "JPEG", progressive=True)
+    assert to_rgb_jpeg(progressive + b"trailer", ImageOptions()).jpeg == progressive
+
+
+def test_truncated_jpeg_is_rejected_even_with_an_end_marker_in_a_comment_or_a_trailer():
+    jpeg = _with_segment(imagegen.jpeg(64, 64), 0xFE, b"thumbnail \xff\xd8 ... \xff\xd9 end")
+    assert to_rgb_jpeg(jpeg, ImageOptions()).jpeg == jpeg
+    cut = jpeg[: len(jpeg) - 400]
+    for data in (cut, cut + b"\x00\x00\x00\x18ftypmp42"):
+        with pytest.raises(BadImage, match="truncated JPEG"):
+            to_rgb_jpeg(data, ImageOptions())
+
+
 def _damaged_jpegs() -> dict[str, bytes]:
     data = imagegen.jpeg(64, 64)
     scan = data.index(b"\xff\xda") + 60  # inside the entropy-coded data
@@ -136,7 +160,7 @@ def test_truncated_png_is_caught():
 
 def test_decompression_bomb_over_the_limit():
     data = imagegen.encode(Image.new("1", (300, 300)), "PNG")
-    with pytest.raises(BadImage, match="decompression bomb: 300x300"):
+    with pytest.raises(BadImage, match="decompression bomb: 300x300 = 90,000 pixels exceeds the limit of 40,000 pixels"):
         to_rgb_jpeg(data, ImageOptions(max_pixels=200 * 200))
 
 
@@ -144,7 +168,9 @@ def test_decompression_bomb_at_pillows_hard_limit():
     side = int((2 * Image.MAX_IMAGE_PIXELS) ** 0.5) + 10
     data = imagegen.encode(Image.new("1", (side, side)), "PNG")
     assert len(data) < 2_000_000  # tiny file, huge image: the point of a bomb
-    with pytest.raises(BadImage, match="decompression bomb"):
+    # Pillow refuses it itself; the report still states our limit, the same way as above.
+    with pytest.raises(BadImage, match=f"decompression bomb: {side * side:,} pixels exceeds the limit of "
+                                       f"{ImageOptions().max_pixels:,} pixels"):
         to_rgb_jpeg(data, ImageOptions())
 
 
