@@ -88,16 +88,39 @@ def _posix(path: str) -> str:
     return path.replace("\\", "/")
 
 
-def _entries(directory: str) -> tuple[list[str], list[str], list[str]]:
-    """(sub-folders, hidden sub-folders, files) directly inside `directory`, sorted."""
+def _entries(directory: str, output: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(sub-folders, hidden sub-folders, files) directly inside `directory`, sorted; the
+    conversion's own output folder is none of them."""
     folders, hidden, plain = [], [], []
     for name in sorted(files.listdir(directory)):
         name = name.rstrip("/")
+        if _same_place(_join(directory, name), output):
+            continue
         if not files.isdir(_join(directory, name)):
             plain.append(name)
         else:
             (hidden if name.startswith(".") else folders).append(name)
     return folders, hidden, plain
+
+
+def _same_place(path: str, other: str | None) -> bool:
+    if other is None:
+        return False
+    if files.is_remote(path):
+        return path.rstrip("/") == _posix(other).rstrip("/")
+    return os.path.abspath(path) == os.path.abspath(other)
+
+
+def _check_output_outside_classes(layout: "Layout", output: str | None) -> None:
+    """Shards written inside a class folder would be read back as (bad) images of that class."""
+    for _, folder in layout.class_dirs:
+        inside = output is not None and not files.is_remote(folder) and \
+            os.path.abspath(output).startswith(os.path.abspath(folder) + os.sep)
+        if inside:
+            raise RecordkitError(
+                f"--output-dir {output} is inside the class folder {folder}: the next conversion would read "
+                "the shards as images of that class; write them elsewhere"
+            )
 
 
 def _check_not_empty(root: str, where: str, classes: list[str]) -> None:
@@ -109,13 +132,22 @@ def _check_not_empty(root: str, where: str, classes: list[str]) -> None:
         )
 
 
-def discover(root: str, validation_fraction: float | None = None) -> Layout:
-    """Check the layout and find the classes; raise RecordkitError naming what is wrong."""
+def discover(root: str, validation_fraction: float | None = None, output: str | None = None) -> Layout:
+    """Check the layout and find the classes; raise RecordkitError naming what is wrong.
+
+    `output` is where the conversion writes: never read as a class folder, and refused
+    inside one.
+    """
     root = _posix(root).rstrip("/") or "/"
     if not files.isdir(root):
         raise RecordkitError(f"input folder {root} does not exist")
-    if validation_fraction is not None:
-        return _discover_single_tree(root, validation_fraction)
+    layout = (_discover_single_tree(root, validation_fraction, output) if validation_fraction is not None
+              else _discover_splits(root, output))
+    _check_output_outside_classes(layout, output)
+    return layout
+
+
+def _discover_splits(root: str, output: str | None) -> Layout:
     expected = f"expected {root}/train/<class>/<image> and {root}/validation/<class>/<image>"
     missing = [s for s in SPLITS if not files.isdir(_join(root, s))]
     if missing:
@@ -127,7 +159,7 @@ def discover(root: str, validation_fraction: float | None = None) -> Layout:
     stray: list[tuple[str, str, str]] = []
     folders = {}
     for split in SPLITS:
-        folders[split], hidden, plain = _entries(_join(root, split))
+        folders[split], hidden, plain = _entries(_join(root, split), output)
         if hidden:
             warnings.append(f"ignored hidden folders in {split}/: {', '.join(hidden)}")
         stray += [(split, _join(root, split, f), "not inside a class folder") for f in plain]
@@ -148,10 +180,10 @@ def discover(root: str, validation_fraction: float | None = None) -> Layout:
     return Layout(root, classes, class_dirs, None, warnings, stray)
 
 
-def _discover_single_tree(root: str, fraction: float) -> Layout:
+def _discover_single_tree(root: str, fraction: float, output: str | None) -> Layout:
     if not 0 < fraction < 1:
         raise RecordkitError(f"--validation-fraction must be between 0 and 1, got {fraction}")
-    classes, hidden, plain = _entries(root)
+    classes, hidden, plain = _entries(root, output)
     if set(SPLITS) & set(classes):
         raise RecordkitError(
             f"{root} already has train/ or validation/ folders: convert it without --validation-fraction"
@@ -202,7 +234,7 @@ def build_pipeline(
         "validation_fraction": layout.validation_fraction,
         "warnings": layout.warnings,
     }
-    target = dataset_target(options, staging, "single", layout.classes, source)
+    target = dataset_target(options, staging, "single", layout.classes, source, every_class=True)
     encoded, bad = by_type(
         pipeline
         | "Patterns" >> beam.Create(layout.patterns())
@@ -227,6 +259,6 @@ def convert_folders(
 ) -> ConvertResult:
     """Convert ROOT/{train,validation}/<class>/* (or ROOT/<class>/* with a validation
     fraction) into shards + label.txt + dataset.json; `log` takes the pipeline's stderr."""
-    layout = discover(options.input_dir, options.validation_fraction)
+    layout = discover(options.input_dir, options.validation_fraction, options.destination)
     total = count_local_files(layout) if show_progress else None
     return run_pipeline(build_pipeline, layout, options, beam_args, total, show_progress, log)

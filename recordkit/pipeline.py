@@ -177,7 +177,8 @@ class Target:
 
     `per_class` turns a split's added-up `Encoded.counts` into dataset.json's per_class entry.
     With `strict`, any skipped file means nothing but the report is published; a skipped file
-    whose reason starts with one of `fatal_reasons` has that effect without `strict`.
+    whose reason starts with one of `fatal_reasons` has that effect without `strict`, and so
+    does (with `every_class`) a class left without training records.
     """
 
     output_dir: str
@@ -188,6 +189,7 @@ class Target:
     strict: bool = False
     drop_duplicates: bool = False
     fatal_reasons: tuple[str, ...] = ()
+    every_class: bool = False  # a class whose every training file was skipped holds the output back
 
     def shard_files(self, split: str) -> list[str]:
         n = self.num_shards[split]
@@ -340,8 +342,14 @@ def _publish(target: Target, outcomes: list) -> None:
         tallies[part.name].update(part.tally)
         tallies[part.name]["count"] += part.count
     info = _complete_info(target, written, tallies)
-    published = not tallies[report.SKIPPED]["fatal"]
-    head = {"published": published, "records": {split: s.num_records for split, s in info.splits.items()}}
+    head = {"published": not tallies[report.SKIPPED]["fatal"],
+            "records": {split: s.num_records for split, s in info.splits.items()}}
+    lost = [name for name, n in info.splits["train"].per_class.items() if n == 0] if target.every_class else []
+    if lost:
+        head["published"] = False
+        head["error"] = (f"no training image left in class folders {', '.join(lost)}: every file in them "
+                         "was skipped (listed under skipped)")
+    published = head["published"]
     lists = {
         name: ([json.dumps(w) for w in info.source.get("warnings", [])] if name == report.WARNINGS else [],
                sorted(p.path for p in parts if p.name == name))

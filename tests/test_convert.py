@@ -433,6 +433,28 @@ def test_dataset_name_must_be_safe_in_file_names(dataset, name):
         run(dataset, dataset_name=name)
 
 
+def test_the_output_folder_is_never_read_as_a_class(dataset, tmp_path, capsys):
+    out = dataset / "train" / "out"
+    for _ in range(2):  # the second run finds the first run's shards inside train/
+        assert main(["convert", "-t", str(dataset), "--output-dir", str(out), "--no-progress"]) == 0
+    info = metadata.load(str(out))
+    assert info.classes == ["glacier", "rock", "water"] and info.splits["train"].num_records == 12
+    assert "skipped: 0 files" in capsys.readouterr().out
+    with pytest.raises(RecordkitError, match="inside the class folder .*water"):
+        run(dataset, dataset / "train" / "water" / "out")
+
+
+def test_a_class_whose_every_file_was_skipped_is_an_error(dataset, tmp_path, capsys):
+    for image in (dataset / "train" / "rock").iterdir():
+        image.write_bytes(b"not an image")
+    code = main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert code == 1
+    assert "no training image left in class folders rock" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]  # nothing else published
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert not report["published"] and len(report["skipped"]) == 3
+
+
 def test_beam_counters_count_what_the_workers_did(dataset, tmp_path):
     (dataset / "train" / "water" / "broken.jpg").write_bytes(imagegen.jpeg(64, 64)[:700])
     (dataset / "train" / "rock" / "notes.txt").write_text("not an image")

@@ -161,6 +161,9 @@ def run_folders(args, beam_args, log: str | None) -> int:
         raise RecordkitError("-t/--input-dir is required (or --format voc --voc-root DIR)")
     result = convert_folders(options_from(args), beam_args, show_progress=not args.no_progress, log=log)
     print_summary(result)
+    if "error" in result.report:
+        print(f"recordkit convert: error: {result.report['error']}", file=sys.stderr)
+        return 1
     return 1 if result.report["skipped"] and args.strict else 0
 
 
