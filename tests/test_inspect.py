@@ -282,7 +282,7 @@ def test_cli_table_json_exit_codes_and_contact_sheet(copy, tmp_path, capsys):
     assert "train/a/a_0.jpg (a) = train/b/b_relabelled.jpg (b)" in table
     assert "train/a/a_1.jpg (a) = validation/a/a_leaked.jpg (a)" in table
     assert "problems: none" in table
-    sheet = tmp_path / "sheet.png"
+    sheet = tmp_path / "new folder" / "sheet.png"  # the folder is made
     assert main(["inspect", str(copy), "--json", "--contact_sheet", str(sheet), "--samples-per-class", "2"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["splits"]["train"]["per_class"] == {"a": 4, "b": 4, "c": 4}
@@ -293,3 +293,6 @@ def test_cli_table_json_exit_codes_and_contact_sheet(copy, tmp_path, capsys):
     assert f"train {TRAIN}: damaged from record 5 on" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "nowhere")]) == 2
     assert "dataset.json" in capsys.readouterr().err
+    (tmp_path / "a file").write_text("")
+    assert main(["inspect", str(copy), "--contact-sheet", str(tmp_path / "a file" / "sheet.png")]) == 2
+    assert "cannot write the contact sheet to" in capsys.readouterr().err

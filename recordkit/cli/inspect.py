@@ -9,6 +9,7 @@ problem was found, 1 when one was (listed by shard and record index), 2 for usag
 from __future__ import annotations
 
 import json
+import os
 
 from recordkit.cli import flags
 
@@ -42,7 +43,12 @@ def run(args, extra) -> int:
     print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
     if args.contact_sheet:
         info = metadata.load(args.directory)
-        contact_sheet.make(args.directory, info, contents, args.samples_per_class).save(args.contact_sheet)
+        sheet = contact_sheet.make(args.directory, info, contents, args.samples_per_class)
+        try:
+            os.makedirs(os.path.dirname(args.contact_sheet) or ".", exist_ok=True)
+            sheet.save(args.contact_sheet)
+        except (OSError, ValueError) as e:  # a file where the folder should be, no permission, unknown extension
+            raise RecordkitError(f"cannot write the contact sheet to {args.contact_sheet}: {e}") from None
         if not args.json:
             print(f"\nwrote the contact sheet to {args.contact_sheet}")
     return 1 if report.problems else 0
