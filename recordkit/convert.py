@@ -154,8 +154,8 @@ def stderr_to(log: str | None):
         yield sys.stderr
         return
     sys.stderr.flush()
-    terminal = os.dup(2)
     with open(log, "ab") as f:
+        terminal = os.dup(2)
         os.dup2(f.fileno(), 2)
     try:
         with os.fdopen(os.dup(terminal), "w") as stream:

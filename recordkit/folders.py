@@ -95,6 +95,7 @@ def _entries(directory: str, output: str | None = None) -> tuple[list[str], list
     for name in sorted(files.listdir(directory)):
         name = name.rstrip("/")
         if _same_place(_join(directory, name), output):
+            _check_only_our_outputs(_join(directory, name))
             continue
         if not files.isdir(_join(directory, name)):
             plain.append(name)
@@ -108,19 +109,34 @@ def _same_place(path: str, other: str | None) -> bool:
         return False
     if files.is_remote(path):
         return path.rstrip("/") == _posix(other).rstrip("/")
-    return os.path.abspath(path) == os.path.abspath(other)
+    return os.path.realpath(path) == os.path.realpath(other)
+
+
+def _check_only_our_outputs(output: str) -> None:
+    """The output folder sits where a class folder would: fine while it holds only what a
+    conversion writes; a folder of images there is a class the user meant to convert."""
+    _, _, plain = _entries(output)
+    theirs = [f for f in plain if not any(fnmatch.fnmatch(f, pattern) for pattern in OWN_OUTPUTS)]
+    if theirs:
+        raise RecordkitError(
+            f"--output-dir {output} is a class folder (it holds {theirs[0]}): its images would be left out "
+            "and mixed with the shards; write the shards elsewhere"
+        )
 
 
 def _check_output_outside_classes(layout: "Layout", output: str | None) -> None:
-    """Shards written inside a class folder would be read back as (bad) images of that class."""
-    for _, folder in layout.class_dirs:
-        inside = output is not None and not files.is_remote(folder) and \
-            os.path.abspath(output).startswith(os.path.abspath(folder) + os.sep)
-        if inside:
-            raise RecordkitError(
-                f"--output-dir {output} is inside the class folder {folder}: the next conversion would read "
-                "the shards as images of that class; write them elsewhere"
-            )
+    """Shards written inside a class folder (or loose in a split folder) would be read back
+    as bad images by the next conversion."""
+    if output is None or files.is_remote(output):
+        return
+    where = os.path.realpath(output)
+    inside_class = [f for _, f in layout.class_dirs if where.startswith(os.path.realpath(f) + os.sep)]
+    split_folder = [f for f in (_join(layout.root, s) for s in SPLITS) if _same_place(f, output)]
+    if inside_class or split_folder:
+        raise RecordkitError(
+            f"--output-dir {output} is in {(inside_class + split_folder)[0]}: the next conversion would read "
+            "the shards as images; write them elsewhere"
+        )
 
 
 def _check_not_empty(root: str, where: str, classes: list[str]) -> None:

@@ -138,8 +138,11 @@ def jpeg_end(data: bytes) -> int | None:
     inside an embedded thumbnail or comment does not count); None if the data stops first."""
     i = 2 if data.startswith(b"\xff\xd8") else len(data)
     while i + 1 < len(data):
-        if data[i] != 0xFF:
-            return None
+        if data[i] != 0xFF:  # stray bytes between segments: libjpeg skips them, so do we
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return None
+            continue
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1

@@ -347,8 +347,9 @@ def _publish(target: Target, outcomes: list) -> None:
     lost = [name for name, n in info.splits["train"].per_class.items() if n == 0] if target.every_class else []
     if lost:
         head["published"] = False
-        head["error"] = (f"no training image left in class folders {', '.join(lost)}: every file in them "
-                         "was skipped (listed under skipped)")
+        head["error"] = (f"no training record for class {', '.join(lost)}: every file of it was skipped, dropped "
+                         "as a duplicate or held out for validation, and a class with no training images "
+                         "cannot be learned (skipped files are listed in report.json)")
     published = head["published"]
     lists = {
         name: ([json.dumps(w) for w in info.source.get("warnings", [])] if name == report.WARNINGS else [],

@@ -13,9 +13,10 @@ conversion workers start in a second instead of importing TensorFlow.
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,13 @@ def _as_list(feature: Feature, key: str, value: Any) -> list:
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
 
 
+def _int64(key: str, value: Any) -> int:
+    number = int(value)
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(f"record key {key!r}: {number} does not fit in int64")
+    return number
+
+
 def _varint(n: int) -> bytes:
     if 0 <= n < 128:
         return _ONE_BYTE[n]
@@ -147,9 +155,11 @@ def _feature(feature: Feature, key: str, value: Any) -> bytes:
     elif not values:
         items = b""
     elif feature.dtype == "int64":
-        items = _field(b"\x0a", b"".join([_varint(int(v)) for v in values]))
-    else:
-        items = _field(b"\x0a", struct.pack(f"<{len(values)}f", *map(float, values)))
+        items = _field(b"\x0a", b"".join([_varint(_int64(key, v)) for v in values]))
+    else:  # as protobuf stores a double in a float field: rounded, out-of-range values to ±inf
+        with np.errstate(over="ignore"):
+            packed = np.asarray([float(v) for v in values], dtype=np.float64).astype("<f4").tobytes()
+        items = _field(b"\x0a", packed)
     return _field(_LIST_TAG[feature.dtype], items)
 
 

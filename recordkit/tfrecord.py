@@ -8,6 +8,7 @@ TensorFlow; a test proves the files byte-identical to TensorFlow's writer.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import struct
 from typing import Iterable
@@ -65,18 +66,26 @@ def concatenate(path: str, folder: str, ranges: Iterable[tuple[str, int, int]], 
             f.close()
 
 
+# copy_file_range is refused by some kernels, sandboxes and filesystems: copy through Python there.
+_NO_KERNEL_COPY = {errno.ENOSYS, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ETXTBSY}
+
+
 def _copy(source, offset: int, length: int, out, local: bool) -> None:
+    done = 0
     if local:
-        done = 0
-        while done < length:
-            copied = os.copy_file_range(source.fileno(), out.fileno(), length - done, offset + done)
-            if copied == 0:
-                break
-            done += copied
-    else:
-        source.seek(offset)
-        data = source.read(length)
-        done = len(data)
+        try:
+            while done < length:
+                copied = os.copy_file_range(source.fileno(), out.fileno(), length - done, offset + done)
+                if copied == 0:
+                    break
+                done += copied
+        except OSError as e:
+            if e.errno not in _NO_KERNEL_COPY:
+                raise
+    if done < length:
+        source.seek(offset + done)
+        data = source.read(length - done)
         out.write(data)
+        done += len(data)
     if done != length:
-        raise IOError(f"run file {source.name} ends before the record at {offset}+{length}")
+        raise IOError(f"a run file ends before the record at {offset}+{length}")

@@ -443,8 +443,12 @@ def test_the_output_folder_is_never_read_as_a_class(dataset, tmp_path, capsys):
     info = metadata.load(str(out))
     assert info.classes == ["glacier", "rock", "water"] and info.splits["train"].num_records == 12
     assert "skipped: 0 files" in capsys.readouterr().out
-    with pytest.raises(RecordkitError, match="inside the class folder .*water"):
+    with pytest.raises(RecordkitError, match="is in .*train/water"):
         run(dataset, dataset / "train" / "water" / "out")
+    with pytest.raises(RecordkitError, match="is a class folder"):  # its images would vanish
+        run(dataset, dataset / "train" / "rock")
+    with pytest.raises(RecordkitError, match="is in .*train"):  # shards loose in train/
+        run(dataset, dataset / "train")
 
 
 def test_a_class_whose_every_file_was_skipped_is_an_error(dataset, tmp_path, capsys):
@@ -452,7 +456,7 @@ def test_a_class_whose_every_file_was_skipped_is_an_error(dataset, tmp_path, cap
         image.write_bytes(b"not an image")
     code = main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert code == 1
-    assert "no training image left in class folders rock" in capsys.readouterr().err
+    assert "no training record for class rock: every file of it was skipped" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]  # nothing else published
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert not report["published"] and len(report["skipped"]) == 3

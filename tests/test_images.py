@@ -109,6 +109,13 @@ def test_motion_photo_trailer_is_left_out_and_the_image_kept():
     assert to_rgb_jpeg(progressive + b"trailer", ImageOptions()).jpeg == progressive
 
 
+def test_stray_bytes_between_segments_do_not_hide_the_end_marker():
+    jpeg = imagegen.jpeg(64, 48, seed=4)
+    sos = jpeg.index(b"\xff\xda")
+    stray = jpeg[:sos] + b"\x00\x01junk" + jpeg[sos:]  # libjpeg skips them ("extraneous bytes")
+    assert images.jpeg_end(stray + b"trailer") == len(stray)
+
+
 def test_truncated_jpeg_is_rejected_even_with_an_end_marker_in_a_comment_or_a_trailer():
     jpeg = _with_segment(imagegen.jpeg(64, 64), 0xFE, b"thumbnail \xff\xd8 ... \xff\xd9 end")
     assert to_rgb_jpeg(jpeg, ImageOptions()).jpeg == jpeg

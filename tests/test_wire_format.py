@@ -56,6 +56,16 @@ def test_serialize_is_byte_identical_to_tensorflow(label_kind):
         assert records.serialize(spec, values) == tensorflow_example(spec, values)
 
 
+def test_out_of_range_numbers_behave_as_in_tensorflow():
+    spec = records.MULTI_LABEL_FEATURES
+    values = random_values(spec, random.Random(1))
+    values[records.BBOX_XMIN] = [1e40, -1e40, 3.5e38]  # past float32: ±inf, as protobuf stores them
+    assert records.serialize(spec, values) == tensorflow_example(spec, values)
+    values[records.OBJECT_LABEL] = [2**63]
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        records.serialize(spec, values)
+
+
 def test_tfrecord_files_are_byte_identical_to_tensorflows_writer(tmp_path):
     rng = random.Random(0)
     payloads = [rng.randbytes(rng.randint(0, 20_000)) for _ in range(40)] + [b"", imagegen.jpeg()]
@@ -86,6 +96,20 @@ def test_concatenated_frames_are_a_valid_tfrecord_file(tmp_path):
     assert read == [f"{name}-{i}".encode() * (i + 1) for name, i in order]
     with pytest.raises(IOError, match="ends before"):
         tfrecord.concatenate(str(tmp_path / "bad"), str(runs), [("a", 0, 10_000)])
+
+
+def test_shards_are_copied_through_python_where_the_kernel_refuses(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def refuse(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    (tmp_path / "run").write_bytes(tfrecord.frame(b"one") + tfrecord.frame(b"two"))
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    length = len(tfrecord.frame(b"one"))
+    tfrecord.concatenate(str(tmp_path / "shard"), str(tmp_path), [("run", length, length), ("run", 0, length)])
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "shard"))] == [b"two", b"one"]
 
 
 NO_TENSORFLOW = """

@@ -137,21 +137,24 @@ def run(args, beam_args) -> int:
 
 def convert(args, beam_args) -> int:
     check_beam_args(beam_args, args.flag_names)
-    log = None if args.verbose else tempfile.mkstemp(prefix="recordkit-convert-", suffix=".log")[1]
+    log = None
+    if not args.verbose:
+        handle, log = tempfile.mkstemp(prefix="recordkit-convert-", suffix=".log")
+        os.close(handle)
+    failed = False
     try:
-        code = run_voc(args, beam_args, log) if args.format == "voc" or (args.format is None and args.voc_root) \
+        return run_voc(args, beam_args, log) if args.format == "voc" or (args.format is None and args.voc_root) \
             else run_folders(args, beam_args, log)
     except RecordkitError:  # our own one-line errors need no log
-        if log:
-            os.remove(log)
         raise
     except Exception as e:  # a failed pipeline: one line here, the workers' story in the log
+        failed = True
         where = f"; Beam's and the workers' output is in {log}" if log else ""
         last = (str(e).strip().splitlines() or [""])[-1]  # Beam wraps worker errors in pages of context
         raise RecordkitError(f"the conversion failed: {type(e).__name__}: {last}{where}") from None
-    if log:
-        os.remove(log)
-    return code
+    finally:
+        if log and not failed:
+            os.remove(log)
 
 
 def run_folders(args, beam_args, log: str | None) -> int:
