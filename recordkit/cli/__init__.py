@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "pass_through", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command != "convert":  # conversion never loads TensorFlow
+            quiet_tensorflow_start()
         return args.run(args, extra) or 0
     except RecordkitError as e:
         print(f"recordkit {args.command}: error: {e}", file=sys.stderr)
@@ -37,11 +39,46 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def quiet_tensorflow_start() -> None:
+    """Import TensorFlow and look for GPUs with the process's stderr in a temporary file.
+
+    TensorFlow's C++ start-up lines (absl's "log messages before InitializeLog", oneDNN and
+    CUDA-driver notices, a cuInit error on machines without a GPU) ignore
+    TF_CPP_MIN_LOG_LEVEL. What they say is printed if the import itself fails.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        terminal = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        except BaseException:
+            os.dup2(terminal, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(terminal, 2)
+            os.close(terminal)
+
+
 def quiet_libraries() -> None:
     """TensorFlow's C++ start-up chatter and Beam's per-worker INFO lines bury the summary."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_beams_gcp_notice)
+
+
+def _not_beams_gcp_notice(record: logging.LogRecord) -> bool:
+    """Beam warns on import that its optional GCP libraries are missing; only gs:// needs them,
+    and Beam says so itself when a gs:// path is used."""
+    return not str(record.msg).startswith("apitools not found")
 
 
 if __name__ == "__main__":
