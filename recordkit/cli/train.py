@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -19,12 +20,13 @@ def register(commands) -> None:
         help="fine-tune Inception V3 / VGG16 on converted shards (TF-Slim flags accepted)",
         description="Fine-tune a registry model on a converted dataset. A checkpoint already in "
         "--train_dir wins over --checkpoint_path (the run resumes). See docs/train.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = TrainConfig.__dataclass_fields__
     req = p.add_argument_group("where")
     flags.add(req, "train_dir", required=True, help="checkpoints, summaries, recordkit_run.json")
     flags.add(req, "dataset_dir", required=True, help="output of `recordkit convert`")
-    flags.add(req, "dataset_split_name", default="train")
+    flags.add(req, "dataset_split_name", default="train", help="the split to train on (ours or the source's name)")
     flags.add(req, "dataset_name", default=None, help="checked against dataset.json if given")
     m = p.add_argument_group("model and weights")
     flags.add(m, "model_name", default="inception_v3", help="inception_v3 | vgg_16")
@@ -40,28 +42,29 @@ def register(commands) -> None:
               "were trained with")
     flags.add(m, "dropout", type=float, default=None, help="rate of every dropout layer; default as in the original")
     o = p.add_argument_group("optimisation")
-    flags.add(o, "max_number_of_steps", type=int, default=None)
-    flags.add(o, "batch_size", type=int, default=d["batch_size"].default)
+    flags.add(o, "max_number_of_steps", type=int, default=None, help="stop after this step; None: run until stopped")
+    flags.add(o, "batch_size", type=int, default=d["batch_size"].default, help="images per step")
     flags.add(o, "loss", choices=LOSSES, default=None,
               help="default: softmax for single-label, sigmoid for multi-label datasets")
-    flags.add(o, "optimizer", choices=OPTIMIZERS, default=d["optimizer"].default)
-    flags.add(o, "learning_rate", type=float, default=d["learning_rate"].default)
+    flags.add(o, "optimizer", choices=OPTIMIZERS, default=d["optimizer"].default, help="as in TF-Slim")
+    flags.add(o, "learning_rate", type=float, default=d["learning_rate"].default, help="initial learning rate")
     flags.add(o, "learning_rate_decay_type", choices=DECAY_TYPES,
-              default=d["learning_rate_decay_type"].default)
+              default=d["learning_rate_decay_type"].default, help="schedule after the initial rate")
     for name in ("learning_rate_decay_factor", "num_epochs_per_decay", "end_learning_rate",
                  "weight_decay", "opt_epsilon", "rmsprop_momentum", "rmsprop_decay", "momentum",
                  "adam_beta1", "adam_beta2"):
-        flags.add(o, name, type=float, default=d[name].default)
+        flags.add(o, name, type=float, default=d[name].default, help="as in TF-Slim")
     r = p.add_argument_group("run")
-    flags.add(r, "save_interval_secs", type=float, default=d["save_interval_secs"].default)
-    flags.add(r, "save_summaries_secs", type=float, default=d["save_summaries_secs"].default)
-    flags.add(r, "log_every_n_steps", type=int, default=d["log_every_n_steps"].default)
+    flags.add(r, "save_interval_secs", type=float, default=d["save_interval_secs"].default, help="checkpoint every")
+    flags.add(r, "save_summaries_secs", type=float, default=d["save_summaries_secs"].default,
+              help="TensorBoard summaries every")
+    flags.add(r, "log_every_n_steps", type=int, default=d["log_every_n_steps"].default, help="progress line every")
     flags.add(r, "seed", type=int, default=None, help="makes input order and augmentation repeatable")
     flags.add(r, "no_augmentation", dest="augment", action="store_false",
               help="train on the deterministic eval crop")
     flags.add(r, "feature_cache", choices=("auto", "on", "off"), default="auto",
               help="auto: when only the new head trains, train it on cached backbone features")
-    flags.add(r, "shuffle_buffer", type=int, default=d["shuffle_buffer"].default)
+    flags.add(r, "shuffle_buffer", type=int, default=d["shuffle_buffer"].default, help="records in the shuffle buffer")
     flags.add(r, "strategy", choices=STRATEGIES, default="default",
               help="tf.distribute strategy: mirrored = all local GPUs")
     flags.add(r, "mixed_precision", action="store_true", help="float16 compute (GPUs)")
