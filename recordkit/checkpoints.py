@@ -74,6 +74,15 @@ def read_slim(path: str) -> dict[str, np.ndarray]:
 
 def _load_keras_application(spec: models.ModelSpec, weights: str) -> keras.Model:
     """Keras' application with the file's weights; a file with the top is tried first."""
+    if weights == "imagenet":
+        try:
+            return spec.keras_application(weights, include_top=True)
+        except Exception as e:  # Keras' download raises a bare Exception when the fetch fails
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RecordkitError(
+                f"cannot download the ImageNet weights for {spec.name} ({reason}): no network? "
+                "pass a local .weights.h5 or slim .ckpt to --checkpoint_path"
+            ) from None
     errors = []
     for include_top in (True, False):
         try:

@@ -400,6 +400,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         return _train(cfg, meta, info, spec, source, latest, split.num_records)
+    except BaseException:
+        if not latest and not tf.train.latest_checkpoint(cfg.train_dir):
+            # Nothing to resume: the run metadata written above must not steer the next run.
+            tf.io.gfile.remove(metadata.join(cfg.train_dir, RUN_JSON))
+        raise
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

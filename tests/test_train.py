@@ -290,3 +290,24 @@ def test_cli_help_does_not_import_tensorflow():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_imagenet_weights_without_network_are_one_line_and_leave_nothing_behind(tmp_path, data):
+    """The download is pointed at a closed local port (a proxy that refuses), so the test never
+    downloads anything; the next run in that train_dir must not think it holds imagenet weights."""
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "recordkit", "train", "--train_dir", str(tmp_path / "train"), "--dataset_dir",
+         data["single"], "--model_name", "vgg_16", "--image_size", "32", "--checkpoint_path", "imagenet",
+         "--max_number_of_steps", "1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("recordkit train: error: cannot download the ImageNet weights for vgg_16")
+    assert "no network? pass a local .weights.h5 or slim .ckpt" in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "train" / train.RUN_JSON).exists()
