@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from recordkit import files, images, output, progress, records
+from recordkit import files, images, output, progress, quiet, records
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DATASET_JSON, REPORT_JSON, DatasetInfo, join, load
 from recordkit.pipeline import METRICS, Target
@@ -108,19 +108,28 @@ def dataset_target(
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 
+def parse_beam_args(beam_args: list[str]) -> PipelineOptions:
+    """Beam's flags, parsed after the named runner's own options are registered (Beam drops
+    flags like --dask_client_address while the runner's module is not imported)."""
+    options = PipelineOptions(beam_args)
+    if options.view_as(StandardOptions).runner in ("DaskRunner", DASK_RUNNER):
+        try:
+            import apache_beam.runners.dask.dask_runner  # noqa: F401
+            import distributed  # noqa: F401
+        except ImportError:
+            raise RecordkitError("--runner DaskRunner needs Dask: pip install 'recordkit[dask]'") from None
+        options = PipelineOptions(beam_args)
+        options.view_as(StandardOptions).runner = DASK_RUNNER  # Beam knows it only by its full name
+    return options
+
+
 def pipeline_options(beam_args: list[str], num_workers: int) -> PipelineOptions:
     """Beam's own flags pass through; with no --runner, the DirectRunner with N worker
     processes (Beam's multi_processing mode: the same SDK harness remote runners use)."""
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
-    options = PipelineOptions(beam_args)
+    options = parse_beam_args(beam_args)
     standard = options.view_as(StandardOptions)
-    if standard.runner in ("DaskRunner", DASK_RUNNER):
-        import apache_beam.runners.dask.dask_runner  # noqa: F401  (registers --dask_client_address)
-
-        options = PipelineOptions(beam_args)
-        standard = options.view_as(StandardOptions)
-        standard.runner = DASK_RUNNER  # Beam knows it only by its full name
     if not standard.runner:
         standard.runner = "DirectRunner"
         if not any(a.startswith("--direct_num_workers") for a in beam_args):
@@ -147,23 +156,14 @@ def _check_not_another_dataset(destination: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def stderr_to(log: str | None):
+def stderr_to_log(log: str | None):
     """Send this process's and its worker processes' standard error to `log` (Beam's and
     the SDK workers' start-up lines); yields a stream to the terminal for the progress bar."""
     if log is None:
         yield sys.stderr
         return
-    sys.stderr.flush()
-    with open(log, "ab") as f:
-        terminal = os.dup(2)
-        os.dup2(f.fileno(), 2)
-    try:
-        with os.fdopen(os.dup(terminal), "w") as stream:
-            yield stream
-    finally:
-        sys.stderr.flush()
-        os.dup2(terminal, 2)
-        os.close(terminal)
+    with open(log, "ab") as f, quiet.stderr_to(f) as terminal, os.fdopen(os.dup(terminal), "w") as stream:
+        yield stream
 
 
 def run_pipeline(
@@ -190,7 +190,7 @@ def run_pipeline(
     pipeline = beam.Pipeline(options=beam_options)
     build(pipeline, options, layout, staging, progress_dir)
     try:
-        with stderr_to(log) as terminal:
+        with stderr_to_log(log) as terminal:
             bar = progress.Bar(progress_dir, total, f"convert {options.dataset_name}", terminal) if progress_dir else None
             with bar or contextlib.nullcontext():
                 result = pipeline.run()

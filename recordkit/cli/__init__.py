@@ -48,22 +48,18 @@ def quiet_tensorflow_start() -> None:
     """
     import tempfile
 
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as captured:
-        terminal = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
+    from recordkit import quiet
 
-            tf.config.list_physical_devices("GPU")
+    with tempfile.TemporaryFile() as captured:
+        try:
+            with quiet.stderr_to(captured):
+                import tensorflow as tf
+
+                tf.config.list_physical_devices("GPU")
         except BaseException:
-            os.dup2(terminal, 2)
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))
             raise
-        finally:
-            os.dup2(terminal, 2)
-            os.close(terminal)
 
 
 def quiet_libraries() -> None:

@@ -72,16 +72,9 @@ def check_beam_args(beam_args: list[str], ours: list[str]) -> None:
     a typo like --validaton-shards would silently run with the default."""
     import difflib
 
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from recordkit.convert import parse_beam_args
 
-    options = PipelineOptions(beam_args)
-    if options.view_as(StandardOptions).runner == "DaskRunner":
-        try:  # registers --dask_client_address and the other DaskOptions
-            import apache_beam.runners.dask.dask_runner  # noqa: F401
-            import distributed  # noqa: F401
-        except ImportError:
-            raise RecordkitError("--runner DaskRunner needs Dask: pip install 'recordkit[dask]'") from None
-        options = PipelineOptions(beam_args)
+    options = parse_beam_args(beam_args)
     known = options.get_all_options(retain_unknown_options=False)
     unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
     typed = [a.split("=", 1)[0] for a in beam_args if a.startswith("--")]
