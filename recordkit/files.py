@@ -41,11 +41,6 @@ def glob(pattern: str, limit: int | None = None) -> list[str]:
     return [m.path for m in result.metadata_list]
 
 
-def size(path: str) -> int:
-    [result] = FileSystems.match([path], limits=[1])
-    return result.metadata_list[0].size_in_bytes
-
-
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return f.read()

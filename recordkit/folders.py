@@ -104,6 +104,10 @@ def _entries(directory: str, output: str | None = None) -> tuple[list[str], list
     return folders, hidden, plain
 
 
+def _is_own_output(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in OWN_OUTPUTS)
+
+
 def _same_place(path: str, other: str | None) -> bool:
     if other is None:
         return False
@@ -116,7 +120,7 @@ def _check_only_our_outputs(output: str) -> None:
     """The output folder sits where a class folder would: fine while it holds only what a
     conversion writes; a folder of images there is a class the user meant to convert."""
     _, _, plain = _entries(output)
-    theirs = [f for f in plain if not any(fnmatch.fnmatch(f, pattern) for pattern in OWN_OUTPUTS)]
+    theirs = [f for f in plain if not _is_own_output(f)]
     if theirs:
         raise RecordkitError(
             f"--output-dir {output} is a class folder (it holds {theirs[0]}): its images would be left out "
@@ -211,7 +215,7 @@ def _discover_single_tree(root: str, fraction: float, output: str | None) -> Lay
     stray = [
         ("(none)", _join(root, f), "not inside a class folder")
         for f in plain
-        if not any(fnmatch.fnmatch(f, pattern) for pattern in OWN_OUTPUTS)
+        if not _is_own_output(f)
     ]
     class_dirs = [(None, _join(root, c)) for c in classes]
     return Layout(root, classes, class_dirs, fraction, warnings, stray)

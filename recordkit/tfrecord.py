@@ -16,6 +16,9 @@ from typing import Iterable
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
+from recordkit import files
+from recordkit.metadata import join
+
 _MASK_DELTA = 0xA282EAD8
 
 
@@ -48,14 +51,14 @@ def concatenate(path: str, folder: str, ranges: Iterable[tuple[str, int, int]], 
     Python; elsewhere they are read and written. Ranges jump between files, so the most
     recently used ones stay open.
     """
-    local = "://" not in path and "://" not in folder and hasattr(os, "copy_file_range")
+    local = not files.is_remote(path) and not files.is_remote(folder) and hasattr(os, "copy_file_range")
     opened: collections.OrderedDict = collections.OrderedDict()
     try:
         with (open(path, "wb", buffering=0) if local else FileSystems.create(path)) as out:
             for name, offset, length in ranges:
                 source = opened.pop(name, None)
                 if source is None:
-                    where = os.path.join(folder, name) if local else folder.rstrip("/") + "/" + name
+                    where = join(folder, name)
                     source = open(where, "rb") if local else FileSystems.open(where, compression_type="uncompressed")
                 opened[name] = source
                 if len(opened) > keep_open:

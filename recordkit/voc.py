@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from lxml import etree
 from PIL import Image
 
@@ -383,7 +382,7 @@ def _upright_size(data: bytes) -> tuple[int, int]:
 
 def _read_annotation(layout: VocLayout, voc_split: str, image_id: str) -> tuple[Annotation, str]:
     path = layout.annotation(image_id)
-    if not FileSystems.exists(path):
+    if not files.exists(path):
         raise Rejected(path, f"missing annotation: {image_id} is listed in {voc_split}.txt but has no XML")
     try:
         return parse_annotation(files.read_bytes(path)), path
@@ -395,7 +394,7 @@ def _read_annotation(layout: VocLayout, voc_split: str, image_id: str) -> tuple[
 
 def _read_image(layout: VocLayout, image_id: str, options: images.ImageOptions):
     path = layout.image(image_id)
-    if not FileSystems.exists(path):
+    if not files.exists(path):
         raise Rejected(path, f"missing image: no JPEGImages/{image_id}.jpg for Annotations/{image_id}.xml")
     try:
         data = files.read_bytes(path)
