@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from recordkit import metadata, metrics
 from recordkit.errors import RecordkitError
@@ -38,6 +39,7 @@ class Report:
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]] | None = None
     classes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # reading, preprocessing and the forward passes
 
 
 def check_run(run: dict, model_name: str | None = None, dataset_name: str | None = None) -> dict:
@@ -86,10 +88,12 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
         )
     data = dataset.make(dataset_dir, split, image_size=int(run["image_size"]),
                         mode=run["preprocessing"], batch_size=batch_size, training=False, info=info)
-    scores, targets = predict(model, data)
+    start = time.monotonic()
+    scores, targets = predict(model, data, info.split(split).num_records)
     checkpoint = run.get("checkpoint", "")
     report = Report(checkpoint, run.get("step", checkpoint_step(checkpoint)), info.name, split,
-                    info.label_kind, len(scores), {}, {}, classes=list(info.classes))
+                    info.label_kind, len(scores), {}, {}, classes=list(info.classes),
+                    seconds=time.monotonic() - start)
     if info.label_kind == "single":
         report.scalars, report.per_class, report.confusion_matrix = single_label_metrics(
             targets["label"], scores, report.classes, k)
@@ -99,13 +103,16 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
     return report
 
 
-def predict(model, data) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Logits [N, C] of the whole split and its targets, in file order."""
+def predict(model, data, total: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits [N, C] of the whole split and its targets, in file order (a progress bar on a
+    terminal)."""
     scores, targets = [], {}
-    for images, batch_targets in data:
-        scores.append(np.asarray(model(images, training=False), np.float64))
-        for key, value in batch_targets.items():
-            targets.setdefault(key, []).append(value.numpy())
+    with tqdm(total=total, desc="evaluating", unit="img", disable=None, leave=False) as bar:
+        for images, batch_targets in data:
+            scores.append(np.asarray(model(images, training=False), np.float64))
+            for key, value in batch_targets.items():
+                targets.setdefault(key, []).append(value.numpy())
+            bar.update(len(images))
     if not scores:
         raise RecordkitError("the split is empty: nothing to evaluate")
     return np.concatenate(scores), {key: np.concatenate(v) for key, v in targets.items()}
@@ -148,6 +155,8 @@ def format_table(report: Report) -> str:
         f"{report.dataset}/{report.split}: {report.num_examples} examples, "
         f"checkpoint {report.checkpoint}" + (f" (step {report.step})" if report.step is not None else ""),
     ]
+    if report.seconds:
+        lines.append(f"time: {report.seconds:.1f} s ({report.num_examples / report.seconds:.1f} images/s)")
     lines += [f"{name} = {_number(value)}" for name, value in report.scalars.items()]
     if report.per_class:
         columns = list(next(iter(report.per_class.values())))

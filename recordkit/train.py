@@ -8,16 +8,19 @@ already has a checkpoint, which wins, as in TF-Slim, and we say so), freeze ever
 the same step, optimizer state and data position. `recordkit_run.json` records everything
 eval/export/classify need (model, size, classes, preprocessing), so they cannot get it wrong.
 
-When only the new head trains, the frozen body's features are computed once (deterministic
-eval preprocessing, no augmentation) and the head trains on the cached features.
+When only the top of the network trains (the new head, VGG's fc layers, the last blocks), the
+frozen body's outputs are computed once and the top trains on them (`feature_cache`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -26,8 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recordkit import __version__, checkpoints, dataset, metadata, metrics, models, preprocessing, summaries
-from recordkit.errors import RecordkitError
+from recordkit import (
+    __version__, checkpoints, dataset, feature_cache, metadata, metrics, models, preprocessing, summaries,
+)
+from recordkit.errors import Interrupted, RecordkitError
 from recordkit.train_config import DECAY_TYPES, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,7 @@ class TrainResult:
     last_loss: float
     resumed_from: str | None
     checkpoint: str
-    head_only_cached: bool
+    feature_cache: str | None  # the layer whose cached outputs the top trained on
     losses: list[float]
 
 
@@ -96,12 +101,24 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "dataset_dir": cfg.dataset_dir,
         "dataset_split_name": cfg.dataset_split_name,
         "dropout": cfg.dropout,
+        "head": cfg.head or default_head(spec, source),
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "mixed_precision": cfg.mixed_precision,
         "seed": seed,
         "checkpoint": "tf.train.Checkpoint(model=...) in train_dir, prefix model.ckpt-<step>",
     }
+
+
+def default_head(spec: models.ModelSpec, source: checkpoints.WeightsSource) -> str:
+    """The original top when the weights can fill it, else global average pooling: VGG's fc6
+    and fc7 from random values are 120M parameters to learn, on features whose scale the
+    pretrained convolutions set (49% on satellite in issue 13, where pooling gets ~75%)."""
+    neck = [scope for layer, scope in spec.dense_slim_scopes.items() if layer != models.LOGITS]
+    if not neck or source.kind == "none":
+        return "slim"
+    tensors = checkpoints.read(spec, source)
+    return "slim" if all(f"{scope}/weights" in tensors for scope in neck) else "pool"
 
 
 def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> None:
@@ -111,7 +128,9 @@ def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, s
               "mixed_precision": cfg.mixed_precision}  # its optimizer wraps a loss scaler
     if cfg.image_size:
         wanted["image_size"] = cfg.image_size
-    recorded = {"mixed_precision": False, **meta}  # runs recorded before the flag was
+    if cfg.head:
+        wanted["head"] = cfg.head
+    recorded = {"mixed_precision": False, "head": "slim", **meta}  # runs recorded before the flag was
     clashes = [f"{k}: train_dir has {recorded.get(k)!r}, this run {v!r}" for k, v in wanted.items()
                if recorded.get(k) != v]
     if clashes:
@@ -127,7 +146,8 @@ def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, s
 def build_model(meta: dict) -> keras.Model:
     """The model a run's metadata describes (random weights)."""
     spec = models.get(meta["model_name"])
-    return models.build(spec, meta["num_classes"], meta["image_size"], meta.get("dropout"))
+    return models.build(spec, meta["num_classes"], meta["image_size"], meta.get("dropout"),
+                        meta.get("head", "slim"))
 
 
 def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -261,11 +281,12 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 
 
 class _Run:
-    """State shared by the two input paths (tf.data batches, cached head features)."""
+    """State shared by the two input paths (tf.data batches, cached body outputs)."""
 
-    def __init__(self, cfg: TrainConfig, meta: dict, model, optimizer, step, strategy, spec):
+    def __init__(self, cfg: TrainConfig, meta: dict, model, optimizer, step, strategy, spec, stop_requested):
         self.cfg, self.meta, self.model, self.optimizer = cfg, meta, model, optimizer
         self.step, self.strategy, self.spec = step, strategy, spec
+        self.stop_requested = stop_requested  # non-empty once SIGINT/SIGTERM asked to stop
         self.trainable = model.trainable_variables
         self.writer = tf.summary.create_file_writer(cfg.train_dir)
 
@@ -338,37 +359,6 @@ def _images(name: str, images: tf.Tensor) -> None:
     tf.summary.write(name, tf.concat([shape[::-1], encoded], 0), metadata=summaries.plugin_metadata("images"))
 
 
-def _cached_features(run: _Run, info, dataset_dir: str) -> tuple[np.ndarray, dict]:
-    """The frozen body's outputs for every training image (eval preprocessing, inference mode)."""
-    body, _ = _body_and_head(run.model)
-    ds = dataset.make(
-        dataset_dir, run.cfg.dataset_split_name, image_size=run.meta["image_size"],
-        mode=run.meta["preprocessing"], batch_size=run.cfg.batch_size, training=False, info=info,
-    )
-    features, targets = [], []
-    for images, batch_targets in ds:
-        features.append(body(images, training=False).numpy())
-        targets.append({k: v.numpy() for k, v in batch_targets.items()})
-    log.info("head-only fast path: cached %d feature vectors of size %d",
-             sum(len(f) for f in features), features[0].shape[-1])
-    return np.concatenate(features), {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
-
-
-def _stream_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
-    """The example indices of a step: epochs of seeded permutations, so position = step."""
-    positions = np.arange(step * batch_size, (step + 1) * batch_size)
-    epochs = positions // n
-    out = np.empty_like(positions)
-    for epoch in np.unique(epochs):
-        perm = np.random.default_rng([seed, int(epoch)]).permutation(n)
-        out[epochs == epoch] = perm[positions[epochs == epoch] % n]
-    return out
-
-
-def _head_only(model: keras.Model) -> bool:
-    return [l.name for l in _leaf_layers(model) if l.trainable and l.weights] == [models.LOGITS]
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training in cfg.train_dir; see the module docstring."""
     info = metadata.load(cfg.dataset_dir)
@@ -399,7 +389,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        return _train(cfg, meta, info, spec, source, latest, split.num_records)
+        with _stop_requests() as requested:
+            result = _train(cfg, meta, info, spec, source, latest, split.num_records, requested)
+        if requested:
+            raise Interrupted(f"interrupted by {signal.Signals(requested[0]).name}: saved step {result.step} "
+                              f"({result.checkpoint})", requested[0])
+        return result
     except BaseException:
         if not latest and not tf.train.latest_checkpoint(cfg.train_dir):
             # Nothing to resume: the run metadata written above must not steer the next run.
@@ -416,11 +411,14 @@ def _split(info: metadata.DatasetInfo, name: str) -> metadata.SplitInfo:
         raise RecordkitError(str(e.args[0])) from None
 
 
-def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
+def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: list) -> TrainResult:
     strategy = _strategy(cfg.strategy)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise RecordkitError(f"--batch_size {cfg.batch_size} must be a multiple of the "
                              f"{strategy.num_replicas_in_sync} replicas of --strategy={cfg.strategy}")
+    # One seed for initialisation, dropout and input order: same flags + seed, same losses on
+    # CPU. (GPU kernels such as cuDNN's convolution gradients may still differ in the last bits.)
+    keras.utils.set_random_seed(meta["seed"])
     with strategy.scope():
         model = build_model(meta)
         if not latest:
@@ -429,13 +427,18 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
         optimizer = make_optimizer(cfg, learning_rate_schedule(cfg, num_samples))
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    run = _Run(cfg, meta, model, optimizer, step, strategy, spec)
-    log.info("%s at %dpx, %d classes, %s loss, %s preprocessing; training %d layers (%s)",
+    run = _Run(cfg, meta, model, optimizer, step, strategy, spec, stop_requested)
+    log.info("%s at %dpx, %d classes, %s loss, %s preprocessing, %s; training %d layers (%s)",
              spec.name, meta["image_size"], meta["num_classes"], meta["loss"], meta["preprocessing"],
+             "resuming" if latest else ("random initialisation" if source.kind == "none" else source.describe()),
              len(trainable_layers), ", ".join(trainable_layers[:4]) + (" ..." if len(trainable_layers) > 4 else ""))
-    cached = cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and _head_only(model))
-    if cached and not _head_only(model):
-        raise RecordkitError("--feature_cache=on needs --trainable_scopes to select only the head")
+    cut = feature_cache.split(model, spec)
+    if cfg.feature_cache == "on" and cut is None:
+        raise RecordkitError("--feature_cache=on needs --trainable_scopes that leave the first "
+                             "layers frozen (e.g. the head, or the last blocks and the head)")
+    cached = cut is not None and (
+        cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and feature_cache.worth_caching(cut, meta["image_size"]))
+    )
     if cached:
         state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     else:
@@ -454,42 +457,65 @@ def _train(cfg, meta, info, spec, source, latest, num_samples) -> TrainResult:
         state.restore(latest).expect_partial()  # optimizer, step, iterator (absent in cached runs)
         log.info("resumed from %s at step %d (a checkpoint in train_dir wins: --checkpoint_path "
                  "is not loaded again)", latest, int(step.numpy()))
-    if cached:
-        # After the restore: a resumed run's body has its checkpointed weights only from here on.
-        features, targets = _cached_features(run, info, cfg.dataset_dir)
-        _, head = _body_and_head(model)
-        step_fn = run.train_step(head)
-
-        def next_batch():
-            idx = _stream_indices(meta["seed"], int(step.numpy()), cfg.batch_size, len(features))
-            return features[idx], {k: v[idx] for k, v in targets.items()}, None
-    else:
-        step_fn = run.train_step(_forward(model))
+    if not cached:
+        forward = _forward(model, cut)
 
         def next_batch():
             images, batch_targets = next(iterator)
             return images, batch_targets, images
-    return _loop(run, step_fn, next_batch, manager, latest, cached)
+
+        return _loop(run, run.train_step(forward), next_batch, manager, latest, None)
+    # After the restore: a resumed run's body has its checkpointed weights only from here on.
+    cache = feature_cache.build(
+        cut, cfg.dataset_dir, cfg.dataset_split_name, num_records=num_samples,
+        image_size=meta["image_size"], mode=meta["preprocessing"], batch_size=cfg.batch_size,
+        mirror=cfg.augment and cfg.feature_cache_mirror, info=info,
+    )
+
+    def next_cached_batch():
+        rows = feature_cache.stream_indices(meta["seed"], int(step.numpy()), cfg.batch_size, len(cache))
+        return (*cache.batch(rows), None)
+
+    try:
+        return _loop(run, run.train_step(lambda x: cut.top(x, training=True)), next_cached_batch,
+                     manager, latest, cut.cut)
+    finally:
+        cache.close()
 
 
-def _forward(model: keras.Model):
-    """The training forward pass. Head-only runs follow Keras' transfer-learning recipe: the
-    frozen body runs in inference mode (its dropout too), as the cached features were made."""
-    if not _head_only(model):
+def _forward(model: keras.Model, cut: feature_cache.Split | None):
+    """The training forward pass: a frozen body runs in inference mode (as the cached outputs
+    were made), the layers after it in training mode."""
+    if cut is None:
         return lambda images: model(images, training=True)
-    body, head = _body_and_head(model)
-    return lambda images: head(body(images, training=False))
+    return lambda images: cut.top(cut.body(images, training=False), training=True)
 
 
-def _body_and_head(model: keras.Model):
-    """The frozen body (inputs → features before the head's dropout) and the new head
-    (features → logits, dropout in training mode), sharing the model's layers."""
-    body = keras.Model(model.input, model.get_layer(models.HEAD_DROPOUT).input)
-    head_dropout, logits_layer = model.get_layer(models.HEAD_DROPOUT), model.get_layer(models.LOGITS)
-    return body, lambda features: logits_layer(head_dropout(features, training=True))
+@contextlib.contextmanager
+def _stop_requests():
+    """SIGINT/SIGTERM ask the loop to stop after the current step (it then saves; during
+    feature caching, before the first step); a second signal stops at once. Outside the main thread (tests, notebooks' workers) nothing changes."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        log.info("%s: stopping after this step and saving a checkpoint (again to stop at once)",
+                 signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
-def _loop(run: _Run, step_fn, next_batch, manager, latest, cached) -> TrainResult:
+def _loop(run: _Run, step_fn, next_batch, manager, latest, cut_name: str | None) -> TrainResult:
     cfg = run.cfg
     start = int(run.step.numpy())
     stop = cfg.max_number_of_steps
@@ -499,7 +525,7 @@ def _loop(run: _Run, step_fn, next_batch, manager, latest, cached) -> TrainResul
     window: deque = deque(maxlen=20)
     losses, loss = [], float("nan")
     steps_since_log = 0
-    while stop is None or int(run.step.numpy()) < stop:
+    while (stop is None or int(run.step.numpy()) < stop) and not run.stop_requested:
         inputs, targets, images = next_batch()
         loss_t, logits, batch_targets = step_fn(inputs, targets)
         loss = float(loss_t.numpy())
@@ -529,7 +555,7 @@ def _loop(run: _Run, step_fn, next_batch, manager, latest, cached) -> TrainResul
     rate = (end - start) * cfg.batch_size / max(seconds, 1e-9)
     log.info("done: steps %d→%d in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s",
              start, end, seconds, rate, loss, path)
-    return TrainResult(start, end, seconds, rate, loss, latest, path, cached, losses)
+    return TrainResult(start, end, seconds, rate, loss, latest, path, cut_name, losses)
 
 
 # --- for eval / export / classify -------------------------------------------------------------

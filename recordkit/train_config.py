@@ -9,6 +9,7 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd", "momentum")
 DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
 LOSSES = ("softmax", "sigmoid")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+HEADS = ("slim", "pool")  # the original top, or global average pooling into the logits
 
 
 @dataclass
@@ -45,8 +46,10 @@ class TrainConfig:
     preprocessing: str | None = None
     loss: str | None = None
     dropout: float | None = None
+    head: str | None = None
     augment: bool = True
     feature_cache: str = "auto"
+    feature_cache_mirror: bool = False
     seed: int | None = None
     strategy: str = "default"
     mixed_precision: bool = False

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import pathlib
 import shutil
 
@@ -11,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 import imagegen
+from shared_data import SATELLITE, needs_satellite
 from recordkit import convert, images, metadata, records
 from recordkit.cli import main
 from recordkit.convert import ConvertOptions
@@ -376,13 +376,8 @@ def test_drop_duplicates_keeps_one_train_copy_and_drops_conflicts(dataset, tmp_p
     assert info.duplicates["dropped"] == 4
 
 
-SATELLITE = pathlib.Path(os.environ.get(
-    "RECORDKIT_SATELLITE_DIR", pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "satellite"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not SATELLITE.is_dir(),
-                    reason=f"the real satellite dataset is not at {SATELLITE} (set RECORDKIT_SATELLITE_DIR)")
+@needs_satellite
 def test_tutorial_command_on_the_real_satellite_dataset(tmp_path, monkeypatch, capsys):
     pic = tmp_path / "pic"
     for split in ("train", "validation"):

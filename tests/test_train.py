@@ -1,9 +1,11 @@
 """Training on a learnable fixture: loss goes down, resume continues exactly, keep-5, scopes,
-the head-only fast path matches the slow path, and the pasted TF-Slim command works."""
+training the top on cached outputs matches the full forward pass, and the pasted TF-Slim command works."""
 
 import glob
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -60,7 +62,7 @@ def _falls(losses, k=4, ratio=0.8):
 def test_vgg_trains_both_label_kinds(tmp_path, data, kind):
     keras.utils.set_random_seed(0)
     result = train.train(_cfg(tmp_path, data[kind], max_number_of_steps=20))
-    assert result.step == 20 and not result.head_only_cached
+    assert result.step == 20 and result.feature_cache is None
     assert all(np.isfinite(result.losses))
     if kind == "single":  # with augmentation; multi-label learning: test_whole_network_learns_a_fixed_batch
         assert _falls(result.losses), result.losses
@@ -131,7 +133,7 @@ def test_inception_trains_both_label_kinds(tmp_path, data, kind, cache):
     cfg = _cfg(tmp_path, data[kind], model_name="inception_v3", image_size=75, max_number_of_steps=12,
                trainable_scopes=["InceptionV3/Logits"], feature_cache=cache, learning_rate=0.05)
     result = train.train(cfg)
-    assert result.head_only_cached == (cache == "auto")
+    assert result.feature_cache == ("backbone" if cache == "auto" else None)
     assert result.step == 12 and all(np.isfinite(result.losses))
 
 
@@ -152,6 +154,36 @@ def test_resume_continues_step_optimizer_and_data_position(tmp_path, data, scope
     assert meta["checkpoint"].endswith("model.ckpt-6") and model.output.shape[-1] == 4
 
 
+def test_same_flags_and_seed_give_the_same_losses(tmp_path, data):
+    """Initialisation, dropout, input order and augmentation all follow --seed, not whatever
+    random state the process happens to be in."""
+    runs = []
+    for name, global_seed, seed in (("a", 1, 5), ("b", 2, 5), ("c", 1, 6)):
+        keras.utils.set_random_seed(global_seed)
+        runs.append(train.train(_cfg(tmp_path / name, data["single"], max_number_of_steps=3, seed=seed,
+                                     dropout=0.5, optimizer="sgd", learning_rate=0.01)).losses)
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_vgg_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_path, data):
+    """A Keras notop file (like the real HED VGG16) cannot fill fc6/fc7: the run pools instead,
+    records it, and eval/export rebuild the same model; explicit --head wins."""
+    spec = models.get("vgg_16")
+    notop = str(tmp_path / "notop.weights.h5")
+    spec.keras_application(None, include_top=False).save_weights(notop)
+    result = train.train(_cfg(tmp_path / "auto", data["single"], max_number_of_steps=1, checkpoint_path=notop,
+                              checkpoint_exclude_scopes=["logits"]))
+    model, meta = train.load_for_inference(str(tmp_path / "auto" / "train"))
+    assert meta["head"] == "pool" and result.step == 1
+    assert models.GLOBAL_POOL in [l.name for l in model.layers] and "fc6" not in [l.name for l in model.layers]
+    train.train(_cfg(tmp_path / "slim", data["single"], max_number_of_steps=1, checkpoint_path=notop,
+                     head="slim", checkpoint_exclude_scopes=["vgg_16/fc6", "vgg_16/fc7", "logits"]))
+    assert train.read_run_metadata(str(tmp_path / "slim" / "train"))["head"] == "slim"
+    train.train(_cfg(tmp_path / "scratch", data["single"], max_number_of_steps=1))
+    assert train.read_run_metadata(str(tmp_path / "scratch" / "train"))["head"] == "slim"
+
+
 def test_keeps_newest_five_checkpoints(tmp_path, data):
     result = train.train(_cfg(tmp_path, data["single"], max_number_of_steps=7, save_interval_secs=0,
                               optimizer="sgd"))  # no slot variables: a third of adam's checkpoint
@@ -168,8 +200,8 @@ def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, data):
     train.train(cfg)
     spec = models.get("vgg_16")
     model, _ = train.load_for_inference(cfg.train_dir)
-    keras.utils.set_random_seed(2)
-    initial = models.build(spec, 4, 32)  # same seed → the run's initial weights
+    keras.utils.set_random_seed(cfg.seed)
+    initial = models.build(spec, 4, 32)  # the run's seed → the run's initial weights
     trained = {e.slim_name: e.variable.numpy() for e in models.slim_entries(spec, model)}
     for entry in models.slim_entries(spec, initial):
         changed = not np.array_equal(trained[entry.slim_name], entry.variable.numpy())
@@ -190,17 +222,18 @@ def test_inception_scopes_select_slim_scopes_and_freeze_batchnorm():
         train.apply_trainable_scopes(model, spec, ["InceptionV3/Mixed_9z"])
 
 
-def test_head_only_fast_path_matches_slow_path(tmp_path, data):
+@pytest.mark.parametrize("scopes,cut", [(["vgg_16/fc8"], "fc7"), (["vgg_16/conv5/conv5_3", "vgg_16/fc6", "vgg_16/fc7", "vgg_16/fc8"], "block5_conv2")])
+def test_cached_top_matches_full_forward(tmp_path, data, scopes, cut):
     results = {}
     for cache in ("on", "off"):
         keras.utils.set_random_seed(4)
         # Full-batch steps without augmentation or dropout: both paths see identical batches.
         cfg = _cfg(tmp_path / cache, data["single"], max_number_of_steps=5, batch_size=24,
-                   trainable_scopes=["vgg_16/fc8"], feature_cache=cache, augment=False, dropout=0.0,
+                   trainable_scopes=scopes, feature_cache=cache, augment=False, dropout=0.0,
                    optimizer="momentum", learning_rate=0.01, shuffle_buffer=1)
         results[cache] = train.train(cfg)
         results[cache + "_kernel"] = train.load_for_inference(cfg.train_dir)[0].get_layer("logits").kernel.numpy()
-    assert results["on"].head_only_cached and not results["off"].head_only_cached
+    assert results["on"].feature_cache == cut and results["off"].feature_cache is None
     np.testing.assert_allclose(results["on"].losses, results["off"].losses, rtol=1e-4)
     np.testing.assert_allclose(results["on_kernel"], results["off_kernel"], rtol=1e-4, atol=1e-6)
 
@@ -256,6 +289,31 @@ def test_resumes_after_kill_9(tmp_path, data):
     result = train.train(_cfg(tmp_path, data["single"], optimizer="rmsprop", batch_size=4,
                                 max_number_of_steps=last + 2))
     assert (result.start_step, result.step) == (last, last + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, data, signal_name):
+    train_dir = tmp_path / "train"
+    command = [sys.executable, "-m", "recordkit", "train", f"--train_dir={train_dir}",
+               f"--dataset_dir={data['single']}", "--model_name=vgg_16", "--image_size=32", "--head=pool",
+               "--batch_size=4", "--seed=1", "--log_every_n_steps=1", "--optimizer=sgd"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:  # bounded by the test timeout
+            if " step 3: loss " in line:
+                break
+        process.send_signal(getattr(signal, signal_name))
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    number = getattr(signal, signal_name).value
+    assert process.returncode == 128 + number, err
+    saved = int(re.search(r"interrupted by %s: saved step (\d+) " % signal_name, err).group(1))
+    assert saved >= 3 and tf.train.latest_checkpoint(str(train_dir)).endswith(f"model.ckpt-{saved}")
+    result = train.train(_cfg(tmp_path, data["single"], batch_size=4, optimizer="sgd", head="pool",
+                              max_number_of_steps=saved + 1))
+    assert (result.start_step, result.step) == (saved, saved + 1)
 
 
 def test_a_folder_without_dataset_json_is_a_one_line_error(tmp_path, capsys):

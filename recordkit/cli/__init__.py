@@ -9,7 +9,7 @@ import os
 import sys
 
 from recordkit import __version__
-from recordkit.errors import RecordkitError
+from recordkit.errors import Interrupted, RecordkitError
 
 COMMANDS = ("convert", "train", "eval", "export", "classify", "inspect")
 
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except RecordkitError as e:
         print(f"recordkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"recordkit {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signal_number
     except KeyboardInterrupt:
         print(f"recordkit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from recordkit.cli import flags
-from recordkit.train_config import DECAY_TYPES, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
+from recordkit.train_config import DECAY_TYPES, HEADS, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
 
 
 def _scopes(text: str) -> list[str]:
@@ -40,6 +40,9 @@ def register(commands) -> None:
     flags.add(m, "preprocessing", default=None,
               help="inception | vgg | caffe (checked by the library); default: what the weights "
               "were trained with")
+    flags.add(m, "head", choices=HEADS, default=None,
+              help="slim: the original top (VGG: fc6, fc7); pool: global average pooling into the "
+              "logits (Keras' transfer-learning head); default: slim if the weights hold the original top, else pool")
     flags.add(m, "dropout", type=float, default=None, help="rate of every dropout layer; default as in the original")
     o = p.add_argument_group("optimisation")
     flags.add(o, "max_number_of_steps", type=int, default=None, help="stop after this step; None: run until stopped")
@@ -63,7 +66,10 @@ def register(commands) -> None:
     flags.add(r, "no_augmentation", dest="augment", action="store_false",
               help="train on the deterministic eval crop")
     flags.add(r, "feature_cache", choices=("auto", "on", "off"), default="auto",
-              help="auto: when only the new head trains, train it on cached backbone features")
+              help="auto: when only the top layers train, compute the frozen body once and train the top on its cached outputs (if they are no larger than the images); on: also when larger")
+    flags.add(r, "feature_cache_mirror", action="store_true",
+              help="also cache the mirror image of every training crop (twice the caching time), "
+              "so the top still sees flips")
     flags.add(r, "shuffle_buffer", type=int, default=d["shuffle_buffer"].default, help="records in the shuffle buffer")
     flags.add(r, "strategy", choices=STRATEGIES, default="default",
               help="tf.distribute strategy: mirrored = all local GPUs")
@@ -91,7 +97,7 @@ def run(args, extra) -> int:
     print(
         f"trained {cfg.model_name}: steps {result.start_step}→{result.step} in {result.seconds:.1f} s "
         f"({result.images_per_second:.1f} images/s), final loss {result.last_loss:.4f}"
-        + (" [head on cached features]" if result.head_only_cached else "")
+        + (f" [top trained on cached {result.feature_cache} outputs]" if result.feature_cache else "")
         + f"\ncheckpoint: {result.checkpoint}"
     )
     return 0

@@ -13,10 +13,12 @@ from typing import Callable
 import keras
 
 from recordkit.errors import RecordkitError
+from recordkit.train_config import HEADS
 
 BACKBONE = "backbone"
 HEAD_DROPOUT = "head_dropout"
 LOGITS = "logits"
+GLOBAL_POOL = "global_pool"
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,9 @@ class ModelSpec:
     `recordkit.preprocessing`. `neck` adds the layers between the backbone and the head's
     dropout (VGG's fc6/fc7); `dense_slim_scopes` names the slim scope of each of our Dense
     layers and `keras_top_slim_scopes` does the same for the Keras application's top layers.
-    `backbone_entries` maps the backbone's variables to slim names.
+    `backbone_entries` maps the backbone's variables to slim names. `cut_layers` names the
+    backbone layers, in data-flow order, whose output alone feeds the rest of the network
+    (where `feature_cache` may cut it).
     """
 
     name: str
@@ -53,6 +57,7 @@ class ModelSpec:
     dense_slim_scopes: dict[str, str]
     keras_top_slim_scopes: dict[str, str]
     backbone_entries: Callable[[keras.Model], list[SlimEntry]]
+    cut_layers: tuple[str, ...] = ()
     absent_slim_scopes: tuple[str, ...] = field(default_factory=tuple)
 
     def backbone(self, image_size: int, weights: str | None = None) -> keras.Model:
@@ -104,16 +109,26 @@ def get(name: str) -> ModelSpec:
 
 def build(
     spec: ModelSpec, num_classes: int, image_size: int | None = None, dropout: float | None = None,
+    head: str = "slim",
 ) -> keras.Model:
     """Backbone + neck + dropout + a new `logits` Dense layer with `num_classes` outputs.
 
     The model takes preprocessed float images (see `recordkit.preprocessing.preprocess`).
     `dropout` overrides the rate of every dropout layer (default: the original network's).
+    head="pool" replaces the neck by global average pooling (Keras' transfer-learning head):
+    for VGG, no randomly initialised fc6/fc7 of 100M weights when the weights have no top, and
+    logits whose scale does not grow with the image size. Inception's slim head pools already.
     """
+    if head not in HEADS:
+        raise RecordkitError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     size = image_size or spec.native_size
     spec.check_size(size)
     inputs = keras.Input((size, size, 3), name="images")
-    features = spec.neck(spec.backbone(size)(inputs), dropout)
+    features = spec.backbone(size)(inputs)
+    if head == "slim":
+        features = spec.neck(features, dropout)
+    elif len(features.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D(name=GLOBAL_POOL)(features)
     rate = spec.dropout if dropout is None else dropout
     features = keras.layers.Dropout(rate, name=HEAD_DROPOUT)(features)
     logits = keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(features)
@@ -132,8 +147,9 @@ def dense_entries(model: keras.Model, scopes: dict[str, str]) -> list[SlimEntry]
 
 def slim_entries(spec: ModelSpec, model: keras.Model) -> list[SlimEntry]:
     """Every variable of a model from `build` with its slim checkpoint name."""
+    layers = {l.name for l in model.layers}
     return spec.backbone_entries(model.get_layer(BACKBONE)) + dense_entries(
-        model, spec.dense_slim_scopes
+        model, {k: v for k, v in spec.dense_slim_scopes.items() if k in layers}
     )
 
 

@@ -124,6 +124,7 @@ SPEC = register(
         dense_slim_scopes={"logits": f"{SCOPE}/Logits/Conv2d_1c_1x1"},
         keras_top_slim_scopes={"predictions": f"{SCOPE}/Logits/Conv2d_1c_1x1"},
         backbone_entries=backbone_entries,
+        cut_layers=tuple(f"mixed{i}" for i in range(11)),  # mixed9_0, mixed9_1 are inner concats
         absent_slim_scopes=(f"{SCOPE}/AuxLogits",),
     )
 )

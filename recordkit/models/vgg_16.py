@@ -53,5 +53,9 @@ SPEC = register(
             "fc1": f"{SCOPE}/fc6", "fc2": f"{SCOPE}/fc7", "predictions": f"{SCOPE}/fc8",
         },
         backbone_entries=backbone_entries,
+        cut_layers=tuple(
+            name for block, count in _BLOCKS.items()
+            for name in [*(f"block{block}_conv{i}" for i in range(1, count + 1)), f"block{block}_pool"]
+        ),
     )
 )
