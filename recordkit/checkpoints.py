@@ -1,8 +1,10 @@
 """Pretrained weights from three sources onto a registry model, by explicit name.
 
 Sources: `imagenet` (Keras' download), a local Keras weights file (`.weights.h5` / `.h5`, as
-written by `save_weights` of the Keras application, with or without its top), and TF-Slim
-checkpoints (`vgg_16.ckpt`, `inception_v3.ckpt`). Every source is read into one dictionary
+written by `save_weights` of the Keras application, with or without its top), TF-Slim
+checkpoints (`vgg_16.ckpt`, `inception_v3.ckpt`), and another `recordkit train` run (its
+train_dir or a checkpoint in it: the second phase of a fine-tuning recipe starts from the
+first phase's weights with other trainable scopes). Every source is read into one dictionary
 keyed by slim variable names, so `--checkpoint_exclude_scopes` means the same for all three
 and a mismatch is reported by name with both shapes before anything is assigned.
 """
@@ -10,13 +12,14 @@ and a mismatch is reported by name with both shapes before anything is assigned.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from recordkit import models
+from recordkit import metadata, models, runs
 from recordkit.errors import RecordkitError
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where pretrained weights come from: kind is none, imagenet, keras or slim."""
+    """Where pretrained weights come from: kind is none, imagenet, keras, slim or run."""
 
     kind: str
     path: str = ""
@@ -48,7 +51,28 @@ def source_for(weights: str | None) -> WeightsSource:
         if not tf.io.gfile.exists(weights):
             raise RecordkitError(f"Keras weights file {weights} not found")
         return WeightsSource("keras", weights)
+    if tf.io.gfile.exists(metadata.join(_run_folder(weights), runs.RUN_JSON)):
+        return WeightsSource("run", weights)
     return WeightsSource("slim", _slim_checkpoint_path(weights))
+
+
+def preprocessing_for(spec: models.ModelSpec, source: WeightsSource) -> str:
+    """The pixel convention the weights were trained with."""
+    if source.kind == "run":
+        return runs.read_run_metadata(_run_folder(source.path))["preprocessing"]
+    return spec.preprocessing[source.convention]
+
+
+def _run_folder(path: str) -> str:
+    return path if tf.io.gfile.isdir(path) else os.path.dirname(path) or "."
+
+
+def read_run(spec: models.ModelSpec, path: str) -> dict[str, np.ndarray]:
+    """A recordkit run's trained weights by slim name (its head included)."""
+    model, meta = runs.load_for_inference(path)
+    if meta["model_name"] != spec.name:
+        raise RecordkitError(f"{path} is a {meta['model_name']} run, not {spec.name}")
+    return {e.slim_name: e.variable.numpy() for e in models.slim_entries(spec, model)}
 
 
 def _slim_checkpoint_path(path: str) -> str:
@@ -104,6 +128,8 @@ def read(spec: models.ModelSpec, source: WeightsSource) -> dict[str, np.ndarray]
         return read_slim(source.path)
     if source.kind in ("imagenet", "keras"):
         return read_keras(spec, "imagenet" if source.kind == "imagenet" else source.path)
+    if source.kind == "run":
+        return read_run(spec, source.path)
     raise RecordkitError(f"weights source {source.kind!r} has nothing to read")
 
 
@@ -219,7 +245,7 @@ def pretrained_model(
         "model_name": spec.name,
         "image_size": int(model.input.shape[1]),
         "num_classes": num_classes,
-        "preprocessing": spec.preprocessing[source.convention],
+        "preprocessing": preprocessing_for(spec, source),
         "weights": source.describe(),
         "label_offset": num_classes - 1000,
     }

@@ -67,9 +67,9 @@ def evaluate(checkpoint_path: str, dataset_dir: str, split: str = "validation", 
              batch_size: int = 32, k: int = 5, model_name: str | None = None,
              dataset_name: str | None = None) -> Report:
     """Evaluate one checkpoint (or a train_dir's newest) on `split` of a converted dataset."""
-    from recordkit import train
+    from recordkit import runs
 
-    model, run = train.load_for_inference(checkpoint_path)
+    model, run = runs.load_for_inference(checkpoint_path)
     run = check_run(run, model_name, dataset_name)
     run.setdefault("checkpoint", checkpoint_path)
     return evaluate_model(model, run, dataset_dir, split, batch_size=batch_size, k=k)

@@ -158,9 +158,9 @@ def from_run(checkpoint_path: str, model_name: str | None = None,
              dataset_name: str | None = None):
     """(model, ServingInfo) for a training run's checkpoint: a train_dir (its newest
     checkpoint) or one checkpoint. Classes, image size and preprocessing come from the run."""
-    from recordkit import evaluate, train
+    from recordkit import evaluate, runs
 
-    model, run = train.load_for_inference(checkpoint_path)
+    model, run = runs.load_for_inference(checkpoint_path)
     run = evaluate.check_run(run, model_name, dataset_name)
     size = int(run["image_size"])
     info = ServingInfo(

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -30,14 +28,14 @@ import numpy as np
 import tensorflow as tf
 
 from recordkit import (
-    __version__, checkpoints, dataset, feature_cache, metadata, metrics, models, preprocessing, summaries,
+    __version__, checkpoints, dataset, feature_cache, metadata, metrics, models, preprocessing, runs,
+    summaries,
 )
 from recordkit.errors import Interrupted, RecordkitError
 from recordkit.train_config import DECAY_TYPES, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
 
 log = logging.getLogger(__name__)
 
-RUN_JSON = "recordkit_run.json"
 CHECKPOINT_NAME = "model.ckpt"
 MAX_TO_KEEP = 5
 
@@ -60,22 +58,6 @@ class TrainResult:
 # --- run metadata -----------------------------------------------------------------------------
 
 
-def read_run_metadata(train_dir: str) -> dict:
-    """The recordkit_run.json of a train_dir."""
-    path = metadata.join(train_dir, RUN_JSON)
-    if not tf.io.gfile.exists(path):
-        raise RecordkitError(f"{path} not found: is {train_dir!r} a `recordkit train` directory?")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def _write_run_metadata(train_dir: str, meta: dict) -> None:
-    path = metadata.join(train_dir, RUN_JSON)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
 def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models.ModelSpec,
                       source: checkpoints.WeightsSource) -> dict:
     loss = cfg.loss or ("softmax" if info.label_kind == "single" else "sigmoid")
@@ -94,7 +76,7 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "label_offset": 0,
         "loss": loss,
         "preprocessing": preprocessing.check_mode(
-            cfg.preprocessing or spec.preprocessing[source.convention]
+            cfg.preprocessing or checkpoints.preprocessing_for(spec, source)
         ),
         "weights": source.describe(),
         "dataset_name": info.name,
@@ -143,15 +125,12 @@ def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, s
 # --- model, scopes, optimizer, losses ---------------------------------------------------------
 
 
-def build_model(meta: dict) -> keras.Model:
-    """The model a run's metadata describes (random weights)."""
-    spec = models.get(meta["model_name"])
-    return models.build(spec, meta["num_classes"], meta["image_size"], meta.get("dropout"),
-                        meta.get("head", "slim"))
-
-
 def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [l for l in model._flatten_layers(include_self=False) if not isinstance(l, keras.Model)]
+    """Every layer that is not itself a model, through nested models (the backbone)."""
+    leaves = []
+    for layer in model.layers:
+        leaves += _leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return leaves
 
 
 def apply_trainable_scopes(model: keras.Model, spec: models.ModelSpec, scopes: list[str]) -> list[str]:
@@ -379,11 +358,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     latest = tf.train.latest_checkpoint(cfg.train_dir)
     source = checkpoints.source_for(None if latest else cfg.checkpoint_path)
     if latest:
-        meta = read_run_metadata(cfg.train_dir)
+        meta = runs.read_run_metadata(cfg.train_dir)
         _check_resumable(meta, cfg, info, spec)
     else:
         meta = _new_run_metadata(cfg, info, spec, source)
-        _write_run_metadata(cfg.train_dir, meta)
+        runs.write_run_metadata(cfg.train_dir, meta)
     if cfg.seed is not None and cfg.seed != meta["seed"]:
         log.warning("resuming with the run's seed %d, not --seed %d", meta["seed"], cfg.seed)
     if cfg.mixed_precision:
@@ -398,7 +377,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     except BaseException:
         if not latest and not tf.train.latest_checkpoint(cfg.train_dir):
             # Nothing to resume: the run metadata written above must not steer the next run.
-            tf.io.gfile.remove(metadata.join(cfg.train_dir, RUN_JSON))
+            tf.io.gfile.remove(metadata.join(cfg.train_dir, runs.RUN_JSON))
         raise
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -420,7 +399,7 @@ def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: l
     # CPU. (GPU kernels such as cuDNN's convolution gradients may still differ in the last bits.)
     keras.utils.set_random_seed(meta["seed"])
     with strategy.scope():
-        model = build_model(meta)
+        model = runs.build_model(meta)
         if not latest:
             checkpoints.load(model, spec, source, cfg.checkpoint_exclude_scopes)
         trainable_layers = apply_trainable_scopes(model, spec, cfg.trainable_scopes)
@@ -453,7 +432,7 @@ def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: l
         state, cfg.train_dir, max_to_keep=MAX_TO_KEEP, checkpoint_name=CHECKPOINT_NAME, step_counter=step
     )
     if latest:
-        restore_model(model, latest)  # a mismatch must fail, not train from random weights
+        runs.restore_model(model, latest)  # a mismatch must fail, not train from random weights
         state.restore(latest).expect_partial()  # optimizer, step, iterator (absent in cached runs)
         log.info("resumed from %s at step %d (a checkpoint in train_dir wins: --checkpoint_path "
                  "is not loaded again)", latest, int(step.numpy()))
@@ -556,37 +535,3 @@ def _loop(run: _Run, step_fn, next_batch, manager, latest, cut_name: str | None)
     log.info("done: steps %d→%d in %.1f s (%.1f images/s), final loss %.4f; checkpoint %s",
              start, end, seconds, rate, loss, path)
     return TrainResult(start, end, seconds, rate, loss, latest, path, cut_name, losses)
-
-
-# --- for eval / export / classify -------------------------------------------------------------
-
-
-def load_for_inference(checkpoint_path: str) -> tuple[keras.Model, dict]:
-    """(model with the run's head and trained weights, run metadata) from a train_dir (newest
-    checkpoint) or one checkpoint prefix inside it.
-
-    Feed it `preprocessing.preprocess(preprocessing.eval_image(img, meta["image_size"],
-    meta["preprocessing"]), meta["preprocessing"])`; logits index = meta["classes"] index.
-    """
-    if tf.io.gfile.isdir(checkpoint_path):
-        train_dir, prefix = checkpoint_path, tf.train.latest_checkpoint(checkpoint_path)
-        if prefix is None:
-            raise RecordkitError(f"no checkpoint in {checkpoint_path}")
-    else:
-        train_dir, prefix = os.path.dirname(checkpoint_path) or ".", checkpoint_path
-        if not tf.io.gfile.exists(prefix + ".index"):
-            raise RecordkitError(f"checkpoint {prefix} not found ({prefix}.index is missing)")
-    meta = read_run_metadata(train_dir)
-    model = build_model(meta)
-    restore_model(model, prefix)
-    meta["checkpoint"] = prefix
-    return model, meta
-
-
-def restore_model(model: keras.Model, prefix: str) -> None:
-    """Load a run checkpoint's model weights; every model variable must be in it."""
-    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise RecordkitError(f"{prefix} does not match the model in {RUN_JSON}: {e}") from None

@@ -4,6 +4,8 @@ import hashlib
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -423,6 +425,15 @@ def test_a_mistyped_flag_is_an_error_not_a_silent_default(dataset, capsys):
     code = main(["convert", "-t", str(dataset), "--validaton-shards", "5", "--num-threads", "1"])
     assert code == 2
     assert "unknown flag: --validaton-shards (did you mean --validation-shards?)" in capsys.readouterr().err
+
+
+def test_a_mistyped_flag_prints_only_recordkits_line(dataset):
+    """Beam's own 'Discarding unparseable args' warning would repeat it in another voice."""
+    done = subprocess.run([sys.executable, "-m", "recordkit", "convert", "-t", str(dataset), "--validaton-shards", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "recordkit convert: error: unknown flag: --validaton-shards (did you mean --validation-shards?)"]
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "../up", "x*", "-dash"])

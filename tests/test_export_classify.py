@@ -235,14 +235,14 @@ def test_run_export_classify_round_trip(tmp_path, images_dir, capsys):
     """train -> export (CLI) -> classify gives the in-memory model's scores."""
     from tiny_training_run import tiny_run
 
-    from recordkit import train
+    from recordkit import runs
 
     _, train_dir = tiny_run(str(tmp_path))
     output = str(tmp_path / "export")
     assert main(["export", "--checkpoint_path", train_dir, "--output_dir", output,
                  "--model_name", "vgg16"]) == 0
     assert "3 classes, single-label, input 32x32" in capsys.readouterr().out
-    model, run = train.load_for_inference(train_dir)
+    model, run = runs.load_for_inference(train_dir)
     path = str(images_dir / "good2.jpg")
     result = classify.classify_files(classify.load(output), [path])[0]
     image = tf.io.decode_jpeg((images_dir / "good2.jpg").read_bytes(), channels=3)

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from fixtures_records import write_dataset
-from recordkit import checkpoints, models, train
+from recordkit import checkpoints, models, runs, train
 from recordkit.cli import main
 from recordkit.errors import RecordkitError
 
@@ -66,7 +66,7 @@ def test_vgg_trains_both_label_kinds(tmp_path, data, kind):
     assert all(np.isfinite(result.losses))
     if kind == "single":  # with augmentation; multi-label learning: test_whole_network_learns_a_fixed_batch
         assert _falls(result.losses), result.losses
-    meta = train.read_run_metadata(str(tmp_path / "train"))
+    meta = runs.read_run_metadata(str(tmp_path / "train"))
     assert meta["loss"] == {"single": "softmax", "multi": "sigmoid"}[kind]
     assert meta["label_kind"] == kind and meta["num_classes"] == 4 and meta["preprocessing"] == "vgg"
     assert glob.glob(str(tmp_path / "train" / "events.out.tfevents.*"))
@@ -83,7 +83,7 @@ def test_whole_network_learns_a_fixed_batch(tmp_path, fixed_batch, model_name, k
     result = train.train(_cfg(tmp_path, fixed_batch[kind], model_name=model_name, image_size=size,
                               max_number_of_steps=steps, learning_rate=learning_rate, **FIXED_BATCH))
     assert _falls(result.losses, k=3, ratio=0.7), result.losses
-    assert train.read_run_metadata(str(tmp_path / "train"))["loss"] == {"single": "softmax", "multi": "sigmoid"}[kind]
+    assert runs.read_run_metadata(str(tmp_path / "train"))["loss"] == {"single": "softmax", "multi": "sigmoid"}[kind]
 
 
 def test_sigmoid_loss_ignores_difficult_only_classes():
@@ -120,7 +120,7 @@ def test_mixed_precision_runs_on_cpu_and_resumes_only_with_the_flag(tmp_path, fi
     resumed = train.train(cfg)
     assert resumed.start_step == 2 and all(np.isfinite(first.losses + resumed.losses))
     assert keras.mixed_precision.global_policy().name == "float32"  # reset for the next run
-    assert train.read_run_metadata(cfg.train_dir)["mixed_precision"] is True
+    assert runs.read_run_metadata(cfg.train_dir)["mixed_precision"] is True
     cfg.mixed_precision, cfg.max_number_of_steps = False, 4
     with pytest.raises(RecordkitError, match="mixed_precision: train_dir has True"):
         train.train(cfg)
@@ -150,7 +150,7 @@ def test_resume_continues_step_optimizer_and_data_position(tmp_path, data, scope
                                trainable_scopes=scopes, checkpoint_path="ignored-when-resuming.ckpt"))
     assert resumed.resumed_from.endswith("model.ckpt-3") and (resumed.start_step, resumed.step) == (3, 6)
     np.testing.assert_allclose(resumed.losses, straight.losses[3:], rtol=1e-4)
-    model, meta = train.load_for_inference(str(tmp_path / "b" / "train"))
+    model, meta = runs.load_for_inference(str(tmp_path / "b" / "train"))
     assert meta["checkpoint"].endswith("model.ckpt-6") and model.output.shape[-1] == 4
 
 
@@ -174,14 +174,33 @@ def test_vgg_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_pat
     spec.keras_application(None, include_top=False).save_weights(notop)
     result = train.train(_cfg(tmp_path / "auto", data["single"], max_number_of_steps=1, checkpoint_path=notop,
                               checkpoint_exclude_scopes=["logits"]))
-    model, meta = train.load_for_inference(str(tmp_path / "auto" / "train"))
+    model, meta = runs.load_for_inference(str(tmp_path / "auto" / "train"))
     assert meta["head"] == "pool" and result.step == 1
     assert models.GLOBAL_POOL in [l.name for l in model.layers] and "fc6" not in [l.name for l in model.layers]
     train.train(_cfg(tmp_path / "slim", data["single"], max_number_of_steps=1, checkpoint_path=notop,
                      head="slim", checkpoint_exclude_scopes=["vgg_16/fc6", "vgg_16/fc7", "logits"]))
-    assert train.read_run_metadata(str(tmp_path / "slim" / "train"))["head"] == "slim"
+    assert runs.read_run_metadata(str(tmp_path / "slim" / "train"))["head"] == "slim"
     train.train(_cfg(tmp_path / "scratch", data["single"], max_number_of_steps=1))
-    assert train.read_run_metadata(str(tmp_path / "scratch" / "train"))["head"] == "slim"
+    assert runs.read_run_metadata(str(tmp_path / "scratch" / "train"))["head"] == "slim"
+
+
+def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, data):
+    """Keras' recipe in two runs: the head on cached features, then conv5 too, starting from
+    run one's train_dir: same head, preprocessing and weights, logits included."""
+    spec = models.get("vgg_16")
+    notop = str(tmp_path / "notop.weights.h5")
+    spec.keras_application(None, include_top=False).save_weights(notop)
+    first = _cfg(tmp_path / "one", data["single"], max_number_of_steps=2, checkpoint_path=notop,
+                 checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
+    assert train.train(first).feature_cache == models.GLOBAL_POOL
+    trained, _ = runs.load_for_inference(first.train_dir)
+    second = _cfg(tmp_path / "two", data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
+                  trainable_scopes=["vgg_16/conv5", "logits"], learning_rate=0.0)
+    assert train.train(second).feature_cache == "block4_pool"
+    model, meta = runs.load_for_inference(second.train_dir)
+    assert meta["head"] == "pool" and meta["preprocessing"] == "caffe" and meta["weights"] == f"run:{first.train_dir}"
+    for a, b in zip(trained.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 def test_keeps_newest_five_checkpoints(tmp_path, data):
@@ -199,7 +218,7 @@ def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, data):
                trainable_scopes=["vgg_16/fc7", "logits"])
     train.train(cfg)
     spec = models.get("vgg_16")
-    model, _ = train.load_for_inference(cfg.train_dir)
+    model, _ = runs.load_for_inference(cfg.train_dir)
     keras.utils.set_random_seed(cfg.seed)
     initial = models.build(spec, 4, 32)  # the run's seed → the run's initial weights
     trained = {e.slim_name: e.variable.numpy() for e in models.slim_entries(spec, model)}
@@ -232,7 +251,7 @@ def test_cached_top_matches_full_forward(tmp_path, data, scopes, cut):
                    trainable_scopes=scopes, feature_cache=cache, augment=False, dropout=0.0,
                    optimizer="momentum", learning_rate=0.01, shuffle_buffer=1)
         results[cache] = train.train(cfg)
-        results[cache + "_kernel"] = train.load_for_inference(cfg.train_dir)[0].get_layer("logits").kernel.numpy()
+        results[cache + "_kernel"] = runs.load_for_inference(cfg.train_dir)[0].get_layer("logits").kernel.numpy()
     assert results["on"].feature_cache == cut and results["off"].feature_cache is None
     np.testing.assert_allclose(results["on"].losses, results["off"].losses, rtol=1e-4)
     np.testing.assert_allclose(results["on_kernel"], results["off_kernel"], rtol=1e-4, atol=1e-6)
@@ -258,7 +277,7 @@ def test_tutorial_command_with_a_slim_checkpoint(tmp_path, data, capsys):
             "--optimizer=rmsprop", "--weight_decay=0.00004", "--image-size=75"]
     assert main(argv) == 0
     assert "steps 0→5" in capsys.readouterr().out
-    model, meta = train.load_for_inference(str(tmp_path / "train_dir"))
+    model, meta = runs.load_for_inference(str(tmp_path / "train_dir"))
     assert meta["weights"] == f"slim:{ckpt}" and meta["preprocessing"] == "inception"
     pretrained, _ = checkpoints.pretrained_model("inception_v3", ckpt, image_size=75)
     np.testing.assert_array_equal(  # the frozen backbone is exactly the checkpoint's
@@ -368,4 +387,4 @@ def test_imagenet_weights_without_network_are_one_line_and_leave_nothing_behind(
     assert lines[-1].startswith("recordkit train: error: cannot download the ImageNet weights for vgg_16")
     assert "no network? pass a local .weights.h5 or slim .ckpt" in lines[-1]
     assert "Traceback" not in done.stderr
-    assert not (tmp_path / "train" / train.RUN_JSON).exists()
+    assert not (tmp_path / "train" / runs.RUN_JSON).exists()

@@ -8,7 +8,6 @@ TensorFlow's own output, byte for byte, on random values of every kind of featur
 import random
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import tensorflow as tf

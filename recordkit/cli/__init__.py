@@ -71,13 +71,14 @@ def quiet_libraries() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_not_beams_gcp_notice)
+        handler.addFilter(_not_beams_redundant_notices)
 
 
-def _not_beams_gcp_notice(record: logging.LogRecord) -> bool:
-    """Beam warns on import that its optional GCP libraries are missing; only gs:// needs them,
-    and Beam says so itself when a gs:// path is used."""
-    return not str(record.msg).startswith("apitools not found")
+def _not_beams_redundant_notices(record: logging.LogRecord) -> bool:
+    """Beam warns on import that its optional GCP libraries are missing (only gs:// needs them,
+    and Beam says so itself when a gs:// path is used), and about flags it does not know, which
+    `recordkit convert` reports itself as a one-line error naming the likely intended flag."""
+    return not str(record.msg).startswith(("apitools not found", "Discarding unparseable args"))
 
 
 if __name__ == "__main__":

@@ -22,48 +22,53 @@ def register(commands) -> None:
         help="convert an image dataset into sharded TFRecords (Apache Beam)",
         description=__doc__,
     )
-    flags.add(parser, "tensorflow-data-dir", "-t", "--input-dir", dest="input_dir",
+    actions = []
+
+    def add(group, *args, **kwargs) -> None:
+        actions.append(flags.add(group, *args, **kwargs))
+
+    add(parser, "tensorflow-data-dir", "-t", "--input-dir", dest="input_dir",
               help="dataset root holding train/<class>/* and validation/<class>/* (folder mode)")
-    flags.add(parser, "output-dir", help="where shards, label.txt and dataset.json go "
+    add(parser, "output-dir", help="where shards, label.txt and dataset.json go "
               "(default: the input folder; any path Beam/tf.io.gfile understands, e.g. gs://)")
-    flags.add(parser, "dataset-name", default="satellite", help="shard file prefix (default: %(default)s)")
-    flags.add(parser, "train-shards", type=int, default=2, help="default: %(default)s")
-    flags.add(parser, "validation-shards", type=int, default=2, help="default: %(default)s")
-    flags.add(parser, "num-threads", type=int, default=os.cpu_count() or 1,
+    add(parser, "dataset-name", default="satellite", help="shard file prefix (default: %(default)s)")
+    add(parser, "train-shards", type=int, default=2, help="default: %(default)s")
+    add(parser, "validation-shards", type=int, default=2, help="default: %(default)s")
+    add(parser, "num-threads", type=int, default=os.cpu_count() or 1,
               help="local worker processes of the default runner (default: number of CPUs)")
-    flags.add(parser, "image-size", help="resize to N×N or WxH (default: keep the source size, "
+    add(parser, "image-size", help="resize to N×N or WxH (default: keep the source size, "
               "JPEG bytes pass through untouched)")
-    flags.add(parser, "resize-mode", choices=("stretch", "crop"), default="stretch",
+    add(parser, "resize-mode", choices=("stretch", "crop"), default="stretch",
               help="stretch: exactly the size; crop: shorter side fits, centre crop (default: %(default)s)")
-    flags.add(parser, "jpeg-quality", type=int, default=95,
+    add(parser, "jpeg-quality", type=int, default=95,
               help="for images that are re-encoded (default: %(default)s)")
-    flags.add(parser, "max-pixels", type=int, default=None,
+    add(parser, "max-pixels", type=int, default=None,
               help="larger images are skipped as decompression bombs (default: Pillow's limit)")
-    flags.add(parser, "validation-fraction", type=float, default=None,
+    add(parser, "validation-fraction", type=float, default=None,
               help="input is ROOT/<class>/* with no train/validation folders: hold out this "
               "fraction of each class, chosen per file by a seeded hash of its name")
-    flags.add(parser, "seed", type=int, default=0, help="record order seed (default: %(default)s)")
-    flags.add(parser, "strict", action="store_true",
+    add(parser, "seed", type=int, default=0, help="record order seed (default: %(default)s)")
+    add(parser, "strict", action="store_true",
               help="any skipped file is an error: exit 1 and publish only the report")
-    flags.add(parser, "drop-duplicates", action="store_true",
+    add(parser, "drop-duplicates", action="store_true",
               help="keep one copy of identical images: the first train copy (by path); an image "
               "under different labels is dropped everywhere (default: keep all, report them)")
-    flags.add(parser, "no-progress", action="store_true", help="no progress bar")
-    flags.add(parser, "verbose", "-v", action="store_true",
+    add(parser, "no-progress", action="store_true", help="no progress bar")
+    add(parser, "verbose", "-v", action="store_true",
               help="show Beam's and the workers' log lines (default: kept in a log file, named if the run fails)")
     voc = parser.add_argument_group("PASCAL VOC (--format voc)")
-    flags.add(voc, "format", choices=("folders", "voc"), default=None,
+    add(voc, "format", choices=("folders", "voc"), default=None,
               help="input layout (default: voc when --voc-root is given, else folders)")
-    flags.add(voc, "voc-root", help="folder with Annotations/<id>.xml, JPEGImages/<id>.jpg, ImageSets/Main/<split>.txt")
-    flags.add(voc, "splits", default="trainval,test",
+    add(voc, "voc-root", help="folder with Annotations/<id>.xml, JPEGImages/<id>.jpg, ImageSets/Main/<split>.txt")
+    add(voc, "splits", default="trainval,test",
               help="two VOC splits, written as train and validation (default: %(default)s)")
-    flags.add(voc, "classes", help="a label.txt or a comma-separated list (default: the 20 VOC classes)")
-    flags.add(voc, "unknown-classes", choices=("error", "skip"), default="error",
+    add(voc, "classes", help="a label.txt or a comma-separated list (default: the 20 VOC classes)")
+    add(voc, "unknown-classes", choices=("error", "skip"), default="error",
               help="an object of a class not in the list: error (report it, publish nothing, exit 1) "
               "or skip (drop the object, keep the image, warn) (default: %(default)s)")
-    flags.add(voc, "check-devkit", action="store_true",
+    add(voc, "check-devkit", action="store_true",
               help="compare the labels with ImageSets/Main/<class>_<split>.txt and report disagreements")
-    ours = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    ours = [s for action in actions for s in action.option_strings if s.startswith("--")]
     parser.set_defaults(run=run, pass_through=True, flag_names=ours)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 
 
-def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, *short: str, **kwargs):
-    """Add `--name-with-dashes` with its `--name_with_underscores` alias (and short forms)."""
+def add(parser, name: str, *short: str, **kwargs) -> argparse.Action:
+    """Add `--name-with-dashes` with its `--name_with_underscores` alias (and short forms) to a
+    parser or an argument group."""
     dashed = "--" + name.replace("_", "-")
     underscored = "--" + name.replace("-", "_")
     spellings = [*short, dashed] + ([underscored] if underscored != dashed else [])

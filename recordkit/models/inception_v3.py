@@ -63,19 +63,24 @@ SLIM_CONV_SCOPES: tuple[str, ...] = (
 )
 
 
-def dataflow_order(model: keras.Model) -> list[keras.Operation]:
-    """Layers in depth-first post-order from the outputs, inputs visited in call order."""
+def dataflow_order(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers in depth-first post-order from the outputs, inputs visited in call order.
+
+    Every layer of the application is called once, so its public `input`/`output` tensors
+    are the graph's edges."""
+    producer = {id(layer.output): layer for layer in model.layers}
     ordered: list = []
     seen: set[int] = set()
 
     def visit(tensor) -> None:
-        operation, node_index, _ = tensor._keras_history
-        if id(operation) in seen:
+        layer = producer[id(tensor)]
+        if id(layer) in seen:
             return
-        for parent in operation._inbound_nodes[node_index].input_tensors:
+        parents = layer.input if isinstance(layer.input, list) else [layer.input]
+        for parent in parents if not isinstance(layer, keras.layers.InputLayer) else []:
             visit(parent)
-        seen.add(id(operation))
-        ordered.append(operation)
+        seen.add(id(layer))
+        ordered.append(layer)
 
     for output in model.outputs:
         visit(output)
