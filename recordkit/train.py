@@ -87,6 +87,9 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "mixed_precision": cfg.mixed_precision,
+        "trainable_scopes": list(cfg.trainable_scopes),
+        "augment": cfg.augment,
+        "adjustable": _adjustable(cfg),
         "seed": seed,
         "checkpoint": "tf.train.Checkpoint(model=...) in train_dir, prefix model.ckpt-<step>",
     }
@@ -103,23 +106,39 @@ def default_head(spec: models.ModelSpec, source: checkpoints.WeightsSource) -> s
     return "slim" if all(f"{scope}/weights" in tensors for scope in neck) else "pool"
 
 
-def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> None:
-    """A stale train_dir of another model or dataset must not be silently reused."""
+# Flags a resumed run may change: they steer the steps to come, not what the checkpoint holds.
+ADJUSTABLE = ("learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor", "num_epochs_per_decay",
+              "end_learning_rate", "weight_decay", "opt_epsilon", "rmsprop_momentum", "rmsprop_decay",
+              "momentum", "adam_beta1", "adam_beta2")
+
+
+def _adjustable(cfg: TrainConfig) -> dict:
+    return {name: getattr(cfg, name) for name in ADJUSTABLE}
+
+
+def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> list[str]:
+    """Refuse a resume that would change the model, its loss, its inputs or the layout of the
+    optimizer state (the checkpoint would be restored into something else, slots by position);
+    return the adjustable settings that change ("name: old → new") for the log."""
+    default_loss = "softmax" if info.label_kind == "single" else "sigmoid"
     wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes),
               "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
-              "mixed_precision": cfg.mixed_precision}  # its optimizer wraps a loss scaler
-    if cfg.image_size:
-        wanted["image_size"] = cfg.image_size
-    if cfg.head:
-        wanted["head"] = cfg.head
+              "mixed_precision": cfg.mixed_precision,  # its optimizer wraps a loss scaler
+              "loss": cfg.loss or default_loss, "dropout": cfg.dropout,
+              "trainable_scopes": list(cfg.trainable_scopes), "augment": cfg.augment}
+    for name in ("image_size", "head", "preprocessing"):
+        if getattr(cfg, name):
+            wanted[name] = getattr(cfg, name)
     recorded = {"mixed_precision": False, "head": "slim", **meta}  # runs recorded before the flag was
-    clashes = [f"{k}: train_dir has {recorded.get(k)!r}, this run {v!r}" for k, v in wanted.items()
-               if recorded.get(k) != v]
+    clashes = [f"{k}: train_dir has {recorded[k]!r}, this run {v!r}" for k, v in wanted.items()
+               if k in recorded and recorded[k] != v]
     if clashes:
         raise RecordkitError(
-            f"{cfg.train_dir} holds another run; use a new --train_dir or delete it:\n  "
-            + "\n  ".join(clashes)
+            f"{cfg.train_dir} holds a run these flags would change; repeat its flags, use a new "
+            "--train_dir, or start from it with --checkpoint_path:\n  " + "\n  ".join(clashes)
         )
+    before = meta.get("adjustable", {})
+    return [f"{k}: {before[k]!r} → {v!r}" for k, v in _adjustable(cfg).items() if k in before and before[k] != v]
 
 
 # --- model, scopes, optimizer, losses ---------------------------------------------------------
@@ -251,8 +270,6 @@ def _strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise RecordkitError(f"unknown --strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
@@ -359,7 +376,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     source = checkpoints.source_for(None if latest else cfg.checkpoint_path)
     if latest:
         meta = runs.read_run_metadata(cfg.train_dir)
-        _check_resumable(meta, cfg, info, spec)
+        changes = _check_resumable(meta, cfg, info, spec)
+        if changes:
+            log.info("resuming with changed settings (applied from here on): %s", "; ".join(changes))
+            meta["adjustable"] = _adjustable(cfg)
+            runs.write_run_metadata(cfg.train_dir, meta)
     else:
         meta = _new_run_metadata(cfg, info, spec, source)
         runs.write_run_metadata(cfg.train_dir, meta)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 OPTIMIZERS = ("rmsprop", "adam", "sgd", "momentum")
 DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
 LOSSES = ("softmax", "sigmoid")
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored")  # multi_worker: removed, see docs/train.md
 HEADS = ("slim", "pool")  # the original top, or global average pooling into the logits
 
 

@@ -259,8 +259,23 @@ def test_cached_top_matches_full_forward(tmp_path, data, scopes, cut):
 
 def test_stale_train_dir_is_refused(tmp_path, data):
     train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1))
-    with pytest.raises(RecordkitError, match="another run"):
+    with pytest.raises(RecordkitError, match="image_size: train_dir has 32, this run 48"):
         train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, image_size=48))
+
+
+def test_resume_refuses_changes_to_model_loss_inputs_or_optimizer_state_and_logs_the_rest(tmp_path, data, caplog):
+    train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1, trainable_scopes=["logits"]))
+    refused = {"trainable_scopes": ["vgg_16/fc7", "logits"], "loss": "sigmoid", "dropout": 0.1,
+               "preprocessing": "caffe", "augment": False, "optimizer": "sgd", "head": "pool"}
+    for name, value in refused.items():
+        with pytest.raises(RecordkitError, match=re.escape(f"{name}: train_dir has ") + f".*, this run {re.escape(repr(value))}"):
+            train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, **{"trainable_scopes": ["logits"], name: value}))
+    with caplog.at_level("INFO", logger="recordkit"):
+        result = train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, trainable_scopes=["logits"],
+                                  learning_rate=5e-5, weight_decay=0.0))
+    assert (result.start_step, result.step) == (1, 2)
+    assert "learning_rate: 0.0001 → 5e-05; weight_decay: 4e-05 → 0.0" in caplog.text
+    assert runs.read_run_metadata(str(tmp_path / "train"))["adjustable"]["learning_rate"] == 5e-5
 
 
 @pytest.mark.slow
@@ -333,6 +348,13 @@ def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, dat
     result = train.train(_cfg(tmp_path, data["single"], batch_size=4, optimizer="sgd", head="pool",
                               max_number_of_steps=saved + 1))
     assert (result.start_step, result.step) == (saved, saved + 1)
+
+
+def test_multi_worker_strategy_is_not_offered(tmp_path, capsys):
+    """It wrote every worker's checkpoints into one train_dir (issue 16): removed, not shipped."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", f"--train_dir={tmp_path}", f"--dataset_dir={tmp_path}", "--strategy=multi_worker"])
+    assert exit_info.value.code == 2 and "invalid choice: 'multi_worker'" in capsys.readouterr().err
 
 
 def test_a_folder_without_dataset_json_is_a_one_line_error(tmp_path, capsys):
