@@ -177,10 +177,8 @@ def run_pipeline(
     """
     beam_options = pipeline_options(list(beam_args), options.num_workers)
     destination = options.destination
-    if not files.is_remote(destination) and os.path.exists(destination) and not os.path.isdir(destination):
-        raise RecordkitError(f"output folder {destination} is a file: pass a folder to --output-dir")
+    files.make_folder(destination, "--output-dir")
     _check_not_another_dataset(destination, options.dataset_name)
-    files.makedirs(destination)
     output.remove_stale_staging(destination, options.dataset_name)
     staging = output.new_staging_dir(destination, options.dataset_name)
     files.makedirs(staging)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from recordkit import metadata, metrics
+from recordkit import files, metadata, metrics
 from recordkit.errors import RecordkitError
 
 
@@ -198,7 +198,7 @@ def write_report(report: Report, eval_dir: str) -> str:
 
     from recordkit import summaries
 
-    tf.io.gfile.makedirs(eval_dir)
+    files.make_folder(eval_dir, "--eval_dir")
     text = json.dumps(_json_safe(asdict(report)), indent=2) + "\n"
     name = f"eval_{report.step}.json" if report.step is not None else "eval.json"
     for file_name in {name, "eval.json"}:

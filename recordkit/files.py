@@ -12,6 +12,8 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
+from recordkit.errors import RecordkitError
+
 
 def is_remote(path: str) -> bool:
     return "://" in path
@@ -59,6 +61,19 @@ def makedirs(path: str) -> None:
     """Remote stores have no folders to make; locally, like `mkdir -p`."""
     if not is_remote(path):
         os.makedirs(path, exist_ok=True)
+
+
+def make_folder(path: str, flag: str) -> None:
+    """`makedirs` for an output folder the user named: a file in its place or a folder we may
+    not create is a one-line error naming the flag, not an OSError traceback."""
+    if is_remote(path):
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RecordkitError(f"{flag} {path} is a file: pass a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise RecordkitError(f"cannot create {flag} {path}: {e.strerror or e}") from None
 
 
 def rename(source: str, target: str) -> None:

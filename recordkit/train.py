@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from recordkit import (
-    __version__, checkpoints, dataset, feature_cache, metadata, metrics, models, preprocessing, runs,
+    __version__, checkpoints, dataset, feature_cache, files, metadata, metrics, models, preprocessing, runs,
     summaries,
 )
 from recordkit.errors import Interrupted, RecordkitError
@@ -371,7 +371,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     spec = models.get(cfg.model_name)
     if cfg.batch_size < 1:
         raise RecordkitError("--batch_size must be at least 1")
-    tf.io.gfile.makedirs(cfg.train_dir)
+    files.make_folder(cfg.train_dir, "--train_dir")
     latest = tf.train.latest_checkpoint(cfg.train_dir)
     source = checkpoints.source_for(None if latest else cfg.checkpoint_path)
     if latest:

@@ -484,7 +484,14 @@ def test_an_output_dir_that_is_a_file_is_a_one_line_error(dataset, tmp_path, cap
     (tmp_path / "file").write_text("not a folder")
     assert main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "file"), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"recordkit convert: error: output folder {tmp_path / 'file'} is a file: pass a folder to --output-dir")
+        f"recordkit convert: error: --output-dir {tmp_path / 'file'} is a file: pass a folder")
+
+
+def test_an_output_dir_that_cannot_be_created_is_a_one_line_error(dataset, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")  # a folder below a file: ENOTDIR, even as root
+    assert main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "file" / "out"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"recordkit convert: error: cannot create --output-dir {tmp_path / 'file' / 'out'}: Not a directory")
 
 
 def test_a_second_dataset_in_the_same_folder_is_refused(dataset, tmp_path):

@@ -357,6 +357,14 @@ def test_multi_worker_strategy_is_not_offered(tmp_path, capsys):
     assert exit_info.value.code == 2 and "invalid choice: 'multi_worker'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["file", "file/below"])
+def test_a_train_dir_that_is_or_sits_below_a_file_is_a_one_line_error(tmp_path, data, capsys, where):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["train", f"--train_dir={tmp_path / where}", f"--dataset_dir={data['single']}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recordkit train: error: ") and str(tmp_path / where) in err and "\n" not in err
+
+
 def test_a_folder_without_dataset_json_is_a_one_line_error(tmp_path, capsys):
     assert main(["train", f"--train_dir={tmp_path / 'run'}", f"--dataset_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
