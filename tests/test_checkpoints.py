@@ -2,7 +2,9 @@
 and the mapped Keras model reproduces slim's own logits."""
 
 import os
+import warnings
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -127,8 +129,16 @@ def test_real_vgg16_weights_load_and_their_first_layer_detects_edges():
     spec = models.get("vgg_16")
     model = models.build(spec, 6, 32, head="pool")
     source = checkpoints.source_for(str(HED_WEIGHTS))
-    report = checkpoints.load(model, spec, source, ["logits"])
-    assert len(report.loaded) == 26 and spec.preprocessing[source.convention] == "caffe"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "freshly-initialized weights" notice may slip through
+        report = checkpoints.load(model, spec, source, ["logits"])
+    assert len(report.loaded) == 26 and checkpoints.preprocessing_for(spec, source) == "caffe"
+    with h5py.File(HED_WEIGHTS) as f:  # every tensor of the file, landed somewhere in the model
+        stored = []
+        f.visititems(lambda name, item: stored.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+    landed = [e.variable.numpy() for e in models.slim_entries(spec, model) if e.layer_name != "logits"]
+    assert len(stored) == len(landed) == 26
+    assert all(any(a.shape == b.shape and np.array_equal(a, b) for b in landed) for a in stored)
     image = np.zeros((1, 32, 32, 3), np.float32)
     image[:, :, 16:] = 255.0
 
