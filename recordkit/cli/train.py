@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 from recordkit.cli import flags
 from recordkit.train_config import DECAY_TYPES, HEADS, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
@@ -93,10 +94,13 @@ def run(args, extra) -> int:
     _log_to_stderr(logging.getLogger("recordkit"))
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    start = time.monotonic()
     result = train.train(cfg)
     print(
         f"trained {cfg.model_name}: steps {result.start_step}→{result.step} in {result.seconds:.1f} s "
-        f"({result.images_per_second:.1f} images/s), final loss {result.last_loss:.4f}"
+        f"({result.images_per_second:.1f} images/s), final loss {result.last_loss:.4f}; "
+        f"{time.monotonic() - start:.1f} s in all (building, loading weights"
+        + (", caching" if result.feature_cache else "") + ")"
         + (f" [top trained on cached {result.feature_cache} outputs]" if result.feature_cache else "")
         + f"\ncheckpoint: {result.checkpoint}"
     )
