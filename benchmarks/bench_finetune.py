@@ -26,6 +26,7 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import _common
@@ -59,18 +60,21 @@ def cpu_seconds(pid: int) -> float:
 def train_for(budget_s: float, args: list[str]) -> dict:
     """Run `recordkit train` until it has used budget_s CPU seconds, then SIGTERM it."""
     start = time.monotonic()
-    process = subprocess.Popen(args, env=_common.QUIET_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    used = 0.0
-    while process.poll() is None:
-        try:
-            used = cpu_seconds(process.pid)
-        except OSError:
-            break
-        if used >= budget_s:
-            process.send_signal(signal.SIGTERM)
-            break
-        time.sleep(1)
-    out, err = process.communicate()
+    with tempfile.TemporaryFile("w+") as log:  # a pipe nobody reads would block the run
+        process = subprocess.Popen(args, env=_common.QUIET_ENV, stdout=log, stderr=subprocess.STDOUT, text=True)
+        used = 0.0
+        while process.poll() is None:
+            try:
+                used = cpu_seconds(process.pid)
+            except OSError:
+                break
+            if used >= budget_s:
+                process.send_signal(signal.SIGTERM)
+                break
+            time.sleep(1)
+        process.wait()
+        log.seek(0)
+        err = log.read()
     if process.returncode not in (0, 128 + signal.SIGTERM):
         raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}):\n{err[-3000:]}")
     cached = [line for line in err.splitlines() if "cached " in line and " outputs of " in line]
