@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -348,6 +349,21 @@ def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, dat
     result = train.train(_cfg(tmp_path, data["single"], batch_size=4, optimizer="sgd", head="pool",
                               max_number_of_steps=saved + 1))
     assert (result.start_step, result.step) == (saved, saved + 1)
+
+
+def test_a_train_dir_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, data):
+    """Two runs in one train_dir interleave checkpoints, and the one that fails first removes
+    the other's recordkit_run.json (it happened while benchmarking)."""
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    lock = train_dir / train.LOCK
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # a live holder: this process
+    with pytest.raises(RecordkitError, match=f"in use by another recordkit train \\(process {os.getpid()} "):
+        train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1))
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {finished.stdout.strip()}")  # its process is gone
+    assert train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1)).step == 1
+    assert not lock.exists()
 
 
 def test_multi_worker_strategy_is_not_offered(tmp_path, capsys):
