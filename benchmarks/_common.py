@@ -218,11 +218,13 @@ def convert(root: pathlib.Path, out: pathlib.Path, *extra: str, workers: int = 2
                         "--num-threads", str(workers), "--no-progress", *extra])
 
 
-def converted(root: pathlib.Path, image_size: int) -> pathlib.Path:
-    """Shards of `root` resized to the training size, converted once and kept in SCRATCH."""
-    out = SCRATCH / f"{root.name}_shards_{image_size}"
+def converted(root: pathlib.Path, image_size: int | None) -> pathlib.Path:
+    """Shards of `root` resized to the training size (None: the JPEGs as they are), converted
+    once and kept in SCRATCH."""
+    out = SCRATCH / f"{root.name}_shards_{image_size or 'passthrough'}"
     if not (out / "dataset.json").exists():
-        convert(root, out, "--image-size", str(image_size), "--train-shards", "4", "--validation-shards", "2")
+        size = ["--image-size", str(image_size)] if image_size else []
+        convert(root, out, *size, "--train-shards", "4", "--validation-shards", "2")
     return out
 
 

@@ -20,6 +20,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _parse_fn(info: metadata.DatasetInfo):
+    """Serialized example → (JPEG bytes, its label features as stored)."""
     spec = records.spec_for(info.label_kind)
     keys = [records.ENCODED] + (
         [records.LABEL] if info.label_kind == "single" else [records.MULTI_HOT, records.DIFFICULT_ONLY]
@@ -28,21 +29,28 @@ def _parse_fn(info: metadata.DatasetInfo):
 
     def parse(serialized):
         features = tf.io.parse_single_example(serialized, description)
-        if info.label_kind == "single":
-            label = features[records.LABEL]
-            targets = {
-                "label": label,
-                "multi_hot": tf.one_hot(label, info.num_classes, dtype=tf.float32),
-                "mask": tf.ones([info.num_classes], tf.float32),
-            }
-        else:
-            targets = {
-                "multi_hot": tf.cast(features[records.MULTI_HOT], tf.float32),
-                "mask": 1.0 - tf.cast(features[records.DIFFICULT_ONLY], tf.float32),
-            }
-        return features[records.ENCODED], targets
+        return features.pop(records.ENCODED), features
 
     return parse
+
+
+def _targets_fn(info: metadata.DatasetInfo):
+    """A batch of stored label features → the targets dict (once per batch, vectorised)."""
+
+    def targets(labels: dict) -> dict:
+        if info.label_kind == "single":
+            label = labels[records.LABEL]
+            return {
+                "label": label,
+                "multi_hot": tf.one_hot(label, info.num_classes, dtype=tf.float32),
+                "mask": tf.ones_like(tf.one_hot(label, info.num_classes, dtype=tf.float32)),
+            }
+        return {
+            "multi_hot": tf.cast(labels[records.MULTI_HOT], tf.float32),
+            "mask": 1.0 - tf.cast(labels[records.DIFFICULT_ONLY], tf.float32),
+        }
+
+    return targets
 
 
 def decode(encoded: tf.Tensor) -> tf.Tensor:
@@ -50,28 +58,39 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_jpeg(encoded, channels=3)
 
 
-def _augmented(ds: tf.data.Dataset, image_size: int, mode: str, seed: int | None) -> tf.data.Dataset:
-    """Random crop + flip, decoding only the crop window; uint8 pixels.
+def _augmented(ds: tf.data.Dataset, parse, image_size: int, mode: str, seed: int | None) -> tf.data.Dataset:
+    """Parse, random crop + flip, decoding only the crop window; uint8 windows of at most
+    image_size x image_size (see `preprocessing.train_jpeg`).
 
     Each example gets its own augmentation seed from (seed, position in the stream), so
     augmentation is reproducible and survives a restart from a checkpoint.
     """
     base = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
 
-    def crop_flip(index, example):
-        encoded, targets = example
+    def crop_flip(index, serialized):
+        encoded, labels = parse(serialized)
         seed_pair = tf.stack([tf.constant(base, tf.int64), index])
-        return preprocessing.train_jpeg(encoded, image_size, mode, seed_pair), targets
+        return preprocessing.train_jpeg(encoded, image_size, mode, seed_pair), labels
 
     return ds.enumerate().map(crop_flip, num_parallel_calls=AUTOTUNE)
 
 
-def _eval_pixels(ds: tf.data.Dataset, image_size: int, mode: str) -> tf.data.Dataset:
-    """The deterministic eval resize/crop; float pixels in [0, 255]."""
-    return ds.map(
-        lambda encoded, targets: (preprocessing.eval_image(decode(encoded), image_size, mode), targets),
-        num_parallel_calls=AUTOTUNE,
-    )
+def _eval_pixels(ds: tf.data.Dataset, parse, image_size: int, mode: str) -> tf.data.Dataset:
+    """Parse, the deterministic eval resize/crop; float pixels in [0, 255]."""
+
+    def pixels(serialized):
+        encoded, labels = parse(serialized)
+        return preprocessing.eval_image(decode(encoded), image_size, mode), labels
+
+    return ds.map(pixels, num_parallel_calls=AUTOTUNE)
+
+
+def finish(inputs, image_size: int, mode: str) -> tf.Tensor:
+    """A batch of `make`'s inputs → model input: resizes finish_in_step's crop windows, then
+    applies the preprocessing convention. Runs on whatever device calls it."""
+    if isinstance(inputs, dict):
+        inputs = preprocessing.stretch(inputs, image_size)
+    return preprocessing.preprocess(inputs, mode)
 
 
 def make(
@@ -87,12 +106,15 @@ def make(
     augment: bool | None = None,
     shuffle_buffer: int = 512,
     num_parallel_reads: int = 4,
+    finish_in_step: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (preprocessed images [B, S, S, 3] float32, targets dict).
 
     training=True: shuffled, repeated forever, full batches only, random crop/flip unless
     augment=False. training=False: one pass in file order, deterministic eval resize/crop,
-    last batch kept.
+    last batch kept. finish_in_step=True: batches are left for `finish` to complete inside the
+    training step (on the accelerator): augmented crops stay uint8 windows to resize there,
+    which keeps the CPU's work per image close to the JPEG decode; the scaling moves there too.
     """
     augment = training if augment is None else augment
     info = info or metadata.load(dataset_dir)
@@ -113,13 +135,20 @@ def make(
         num_parallel_calls=AUTOTUNE,
         deterministic=seed is not None or not training,
     )
-    ds = ds.map(_parse_fn(info), num_parallel_calls=AUTOTUNE)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = _augmented(ds, image_size, mode, seed) if augment else _eval_pixels(ds, image_size, mode)
-    # Batching uint8 moves a quarter of the bytes of float32, and the scaling runs once per batch.
-    ds = ds.batch(batch_size, drop_remainder=training)
-    ds = ds.map(lambda images, targets: (preprocessing.preprocess(images, mode), targets), num_parallel_calls=AUTOTUNE)
+    parse, targets = _parse_fn(info), _targets_fn(info)
+    if augment:
+        # Batching uint8 moves a quarter of the bytes of float32, and the scaling runs once per batch.
+        ds = _augmented(ds, parse, image_size, mode, seed)
+        shapes = (preprocessing.padded_shapes(image_size), tf.nest.map_structure(lambda s: s.shape, ds.element_spec[1]))
+        ds = ds.padded_batch(batch_size, padded_shapes=shapes, drop_remainder=training)
+    else:
+        ds = _eval_pixels(ds, parse, image_size, mode).batch(batch_size, drop_remainder=training)
+    ds = ds.map(
+        lambda inputs, labels: (inputs if finish_in_step else finish(inputs, image_size, mode), targets(labels)),
+        num_parallel_calls=AUTOTUNE,
+    )
     options = tf.data.Options()
     options.deterministic = seed is not None or not training
     return ds.with_options(options).prefetch(AUTOTUNE)

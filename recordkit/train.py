@@ -304,6 +304,9 @@ class _Run:
             self.optimizer.apply_gradients(zip(grads, self.trainable))
             return loss, logits, targets
 
+        if self.cfg.jit_compile:  # per replica, as Keras' fit(jit_compile=True) does
+            replica_step = tf.function(replica_step, jit_compile=True)
+
         @tf.function
         def distributed_step(inputs, targets):
             loss, logits, targets = self.strategy.run(replica_step, args=(inputs, targets))
@@ -342,7 +345,8 @@ class _Run:
             summaries.scalar("learning_rate", self.learning_rate())
             summaries.scalar(name, value)
             if images is not None:
-                _images("inputs", images[:3])
+                first = tf.nest.map_structure(lambda t: t[:3], images)
+                _images("inputs", dataset.finish(first, self.meta["image_size"], self.meta["preprocessing"]))
         self.writer.flush()
 
 
@@ -446,6 +450,8 @@ def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: l
     cached = cut is not None and (
         cfg.feature_cache == "on" or (cfg.feature_cache == "auto" and feature_cache.worth_caching(cut, meta["image_size"]))
     )
+    if cached and cfg.synthetic_input:
+        raise RecordkitError("--synthetic_input measures the image path; add --feature_cache=off")
     if cached:
         state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     else:
@@ -453,6 +459,7 @@ def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: l
             cfg.dataset_dir, cfg.dataset_split_name, image_size=meta["image_size"],
             mode=meta["preprocessing"], batch_size=cfg.batch_size, training=True,
             seed=meta["seed"], info=info, augment=cfg.augment, shuffle_buffer=cfg.shuffle_buffer,
+            finish_in_step=True,
         )
         iterator = iter(ds)
         state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
@@ -467,11 +474,20 @@ def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: l
     if not cached:
         forward = _forward(model, cut)
 
-        def next_batch():
-            images, batch_targets = next(iterator)
-            return images, batch_targets, images
+        if cfg.synthetic_input:
+            held = tf.nest.map_structure(tf.identity, next(iterator))  # copied to the accelerator, if any
+            log.info("--synthetic_input: stepping on one batch held in device memory (a speed ceiling)")
 
-        return _loop(run, run.train_step(forward), next_batch, manager, latest, None)
+            def next_batch():
+                return *held, held[0]
+        else:
+
+            def next_batch():
+                inputs, batch_targets = next(iterator)
+                return inputs, batch_targets, inputs
+
+        step_fn = run.train_step(lambda inputs: forward(dataset.finish(inputs, meta["image_size"], meta["preprocessing"])))
+        return _loop(run, step_fn, next_batch, manager, latest, None)
     # After the restore: a resumed run's body has its checkpointed weights only from here on.
     cache = feature_cache.build(
         cut, cfg.dataset_dir, cfg.dataset_split_name, num_records=num_samples,

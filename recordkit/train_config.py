@@ -53,4 +53,6 @@ class TrainConfig:
     seed: int | None = None
     strategy: str = "default"
     mixed_precision: bool = False
+    jit_compile: bool = False
+    synthetic_input: bool = False
     shuffle_buffer: int = 512

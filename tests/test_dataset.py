@@ -101,3 +101,43 @@ def test_source_split_names_select_our_splits(tmp_path):
     assert info.shard_paths(str(tmp_path), "test") == info.shard_paths(str(tmp_path), "validation")
     with pytest.raises(KeyError, match=r"\['train', 'validation', 'test', 'trainval'\]"):
         info.split("val")
+
+
+@pytest.mark.parametrize("height, width", [(20, 30), (32, 32), (7, 40), (50, 20), (60, 70), (1, 1)])
+def test_fit_then_stretch_is_one_bilinear_resize(height, width):
+    """The CPU shrinks the long sides, the step stretches the short ones: together the pixels of
+    tf.image.resize's bilinear (up to the uint8 rounding after a CPU shrink)."""
+    window = tf.constant(np.random.default_rng(height * width).integers(0, 256, (height, width, 3)), tf.uint8)
+    seed = tf.constant([3, 4], tf.int64)
+    fitted = preprocessing._flip_and_fit(window, 32, seed)
+    flipped = tf.image.stateless_random_flip_left_right(window, seed)
+    assert fitted["pixels"].shape == (min(height, 32), min(width, 32), 3)
+    pixels = tf.image.pad_to_bounding_box(fitted["pixels"], 0, 0, 32, 32)
+    out = preprocessing.stretch({"pixels": pixels[None], "extent": fitted["extent"][None]}, 32)[0]
+    shrunk = height > 32 or width > 32
+    np.testing.assert_allclose(out, tf.image.resize(flipped, [32, 32]), atol=0.5 if shrunk else 1e-3)
+
+
+def test_stretch_resizes_each_image_of_a_batch_by_its_own_extent():
+    rng = np.random.default_rng(0)
+    windows = [rng.integers(0, 256, shape).astype(np.uint8) for shape in [(9, 16, 3), (16, 5, 3), (16, 16, 3)]]
+    padded = np.zeros((3, 16, 16, 3), np.uint8)
+    for i, w in enumerate(windows):
+        padded[i, : w.shape[0], : w.shape[1]] = w
+    extent = np.array([w.shape[:2] for w in windows], np.int32)
+    out = preprocessing.stretch({"pixels": tf.constant(padded), "extent": tf.constant(extent)}, 16)
+    for i, w in enumerate(windows):  # padding never leaks in
+        np.testing.assert_allclose(out[i], tf.image.resize(w, [16, 16]), atol=1e-3)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_finishing_in_the_step_gives_the_pipelines_images(single_dir, augment):
+    """`recordkit train` finishes batches in its step (finish_in_step): the same model inputs
+    as a pipeline that finishes on the CPU; augmented crops travel as uint8 windows."""
+    kwargs = {"image_size": 32, "mode": "vgg", "batch_size": 4, "training": True, "seed": 5, "augment": augment}
+    inputs, targets = next(iter(dataset.make(single_dir, "train", finish_in_step=True, **kwargs)))
+    images, same_targets = next(iter(dataset.make(single_dir, "train", **kwargs)))
+    if augment:
+        assert inputs["pixels"].dtype == tf.uint8 and inputs["pixels"].shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(dataset.finish(inputs, 32, "vgg"), images)
+    np.testing.assert_array_equal(targets["label"], same_targets["label"])

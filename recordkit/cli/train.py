@@ -75,6 +75,10 @@ def register(commands) -> None:
     flags.add(r, "strategy", choices=STRATEGIES, default="default",
               help="tf.distribute strategy: mirrored = all local GPUs")
     flags.add(r, "mixed_precision", action="store_true", help="float16 compute (GPUs)")
+    flags.add(r, "jit_compile", action="store_true", help="compile the training step with XLA")
+    flags.add(r, "synthetic_input", action="store_true",
+              help="step on one batch held in device memory: the model's speed ceiling without the "
+              "input pipeline, for benchmarks (the model learns nothing useful)")
     p.set_defaults(run=run)
 
 
