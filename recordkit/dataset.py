@@ -75,22 +75,21 @@ def _augmented(ds: tf.data.Dataset, parse, image_size: int, mode: str, seed: int
     return ds.enumerate().map(crop_flip, num_parallel_calls=AUTOTUNE)
 
 
-def _eval_pixels(ds: tf.data.Dataset, parse, image_size: int, mode: str) -> tf.data.Dataset:
-    """Parse, the deterministic eval resize/crop; float pixels in [0, 255]."""
+def _eval_windows(ds: tf.data.Dataset, parse, image_size: int, mode: str) -> tf.data.Dataset:
+    """Parse, decode, the deterministic eval crop (see `preprocessing.eval_window`)."""
 
-    def pixels(serialized):
+    def window(serialized):
         encoded, labels = parse(serialized)
-        return preprocessing.eval_image(decode(encoded), image_size, mode), labels
+        return preprocessing.eval_window(decode(encoded), image_size, mode), labels
 
-    return ds.map(pixels, num_parallel_calls=AUTOTUNE)
+    return ds.map(window, num_parallel_calls=AUTOTUNE)
 
 
-def finish(inputs, image_size: int, mode: str) -> tf.Tensor:
-    """A batch of `make`'s inputs → model input: resizes finish_in_step's crop windows, then
-    applies the preprocessing convention. Runs on whatever device calls it."""
-    if isinstance(inputs, dict):
-        inputs = preprocessing.stretch(inputs, image_size)
-    return preprocessing.preprocess(inputs, mode)
+def finish(inputs: dict, image_size: int, mode: str) -> tf.Tensor:
+    """A batch of `make(finish_in_step=True)` → model input: the crop windows resized
+    (`preprocessing.stretch`), then the preprocessing convention. Runs on whatever device calls
+    it: the training step, eval and the feature cache call it next to the model."""
+    return preprocessing.preprocess(preprocessing.stretch(inputs, image_size), mode)
 
 
 def make(
@@ -112,9 +111,9 @@ def make(
 
     training=True: shuffled, repeated forever, full batches only, random crop/flip unless
     augment=False. training=False: one pass in file order, deterministic eval resize/crop,
-    last batch kept. finish_in_step=True: batches are left for `finish` to complete inside the
-    training step (on the accelerator): augmented crops stay uint8 windows to resize there,
-    which keeps the CPU's work per image close to the JPEG decode; the scaling moves there too.
+    last batch kept. finish_in_step=True: batches of uint8 crop windows are left for `finish`
+    to resize and scale next to the model (on the accelerator), which keeps the CPU's work per
+    image close to the JPEG decode.
     """
     augment = training if augment is None else augment
     info = info or metadata.load(dataset_dir)
@@ -138,13 +137,10 @@ def make(
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     parse, targets = _parse_fn(info), _targets_fn(info)
-    if augment:
-        # Batching uint8 moves a quarter of the bytes of float32, and the scaling runs once per batch.
-        ds = _augmented(ds, parse, image_size, mode, seed)
-        shapes = (preprocessing.padded_shapes(image_size), tf.nest.map_structure(lambda s: s.shape, ds.element_spec[1]))
-        ds = ds.padded_batch(batch_size, padded_shapes=shapes, drop_remainder=training)
-    else:
-        ds = _eval_pixels(ds, parse, image_size, mode).batch(batch_size, drop_remainder=training)
+    ds = _augmented(ds, parse, image_size, mode, seed) if augment else _eval_windows(ds, parse, image_size, mode)
+    # uint8 windows padded to the target size: a quarter of the bytes of float32 images.
+    shapes = (preprocessing.padded_shapes(image_size), tf.nest.map_structure(lambda s: s.shape, ds.element_spec[1]))
+    ds = ds.padded_batch(batch_size, padded_shapes=shapes, drop_remainder=training)
     ds = ds.map(
         lambda inputs, labels: (inputs if finish_in_step else finish(inputs, image_size, mode), targets(labels)),
         num_parallel_calls=AUTOTUNE,

@@ -86,10 +86,12 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
             f"{dataset_dir} has classes {info.classes} but the run was trained on "
             f"{run['classes']}: scores would be compared against the wrong labels"
         )
-    data = dataset.make(dataset_dir, split, image_size=int(run["image_size"]),
-                        mode=run["preprocessing"], batch_size=batch_size, training=False, info=info)
+    size, mode = int(run["image_size"]), run["preprocessing"]
+    data = dataset.make(dataset_dir, split, image_size=size, mode=mode, batch_size=batch_size,
+                        training=False, info=info, finish_in_step=True)
     start = time.monotonic()
-    scores, targets = predict(model, data, info.split(split).num_records)
+    scores, targets = predict(lambda windows: model(dataset.finish(windows, size, mode), training=False),
+                              data, info.split(split).num_records)
     checkpoint = run.get("checkpoint", "")
     report = Report(checkpoint, run.get("step", checkpoint_step(checkpoint)), info.name, split,
                     info.label_kind, len(scores), {}, {}, classes=list(info.classes),
@@ -103,16 +105,17 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
     return report
 
 
-def predict(model, data, total: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Logits [N, C] of the whole split and its targets, in file order (a progress bar on a
-    terminal)."""
+def predict(logits_of, data, total: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits [N, C] of the whole split (`logits_of` each input batch) and its targets, in
+    file order (a progress bar on a terminal)."""
     scores, targets = [], {}
     with tqdm(total=total, desc="evaluating", unit="img", disable=None, leave=False) as bar:
-        for images, batch_targets in data:
-            scores.append(np.asarray(model(images, training=False), np.float64))
+        for inputs, batch_targets in data:
+            batch = np.asarray(logits_of(inputs), np.float64)
+            scores.append(batch)
             for key, value in batch_targets.items():
                 targets.setdefault(key, []).append(value.numpy())
-            bar.update(len(images))
+            bar.update(len(batch))
     if not scores:
         raise RecordkitError("the split is empty: nothing to evaluate")
     return np.concatenate(scores), {key: np.concatenate(v) for key, v in targets.items()}

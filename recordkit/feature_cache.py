@@ -122,12 +122,13 @@ def build(cut: Split, dataset_dir: str, split_name: str, *, num_records: int, im
     else:
         features = np.empty((rows, *shape), np.float32)
     ds = dataset.make(dataset_dir, split_name, image_size=image_size, mode=mode,
-                      batch_size=batch_size, training=False, info=info)
+                      batch_size=batch_size, training=False, info=info, finish_in_step=True)
     targets: list[dict] = []
     start, row = time.monotonic(), 0
     where = f"a temporary file in {folder}" if folder else "memory"
     with tqdm(total=rows, desc=f"caching {cut.cut} outputs", unit="img", disable=None, leave=False) as bar:
-        for images, batch_targets in ds:
+        for windows, batch_targets in ds:
+            images = dataset.finish(windows, image_size, mode)
             n = len(images)
             features[row : row + n] = cut.body(images, training=False)
             if mirror:

@@ -10,8 +10,13 @@ accuracy, so a run records its mode in the run metadata and everyone calls `prep
 | caffe     | Keras VGG16 imagenet           | RGB→BGR, x - [103.939, 116.779, 123.68]      |
 
 Geometry follows the same family: `inception` crops the central 87.5% at eval time and
-trains on random distorted crops; `vgg`/`caffe` resize the shorter side to 256/224 of the
-target size and take the centre crop at eval time, and random scale + crop when training.
+trains on random distorted crops; `vgg`/`caffe` keep at eval time what resizing the shorter
+side to 256/224 of the target and cropping the centre keeps (the centre square of side
+shorter x 224/256), and train on random scale + crop.
+
+Every crop is a window of the original resized to the target in two parts: `_fit` on the CPU
+shrinks the sides longer than the target, `stretch` (inside the training or eval step, so on
+the accelerator) stretches the rest. The CPU's work per image stays close to the JPEG decode.
 """
 
 from __future__ import annotations
@@ -43,32 +48,67 @@ def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
     return x[..., ::-1] - tf.constant(CAFFE_BGR_MEAN)
 
 
-def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
-    return tf.image.resize(tf.cast(image, tf.float32), tf.stack([height, width]), antialias=True)
+def _central_window(shape: tf.Tensor, size: int, mode: str) -> tf.Tensor:
+    """The eval crop as a window [top, left, height, width] of the original image.
+
+    Inception: tf.image.central_crop's box of the central 87.5%. VGG/caffe: slim resizes the
+    shorter side to 256/224 of the target and keeps the centre target x target, i.e. the centre
+    square of side shorter_side * 224/256 of the original.
+    """
+    hw = tf.cast(shape[:2], tf.int32)
+    if mode == "inception":
+        real = tf.cast(hw, tf.float64)
+        start = tf.cast((real - real * INCEPTION_CENTRAL_FRACTION) / 2, tf.int32)
+        return tf.concat([start, hw - 2 * start], 0)
+    shorter = tf.cast(tf.reduce_min(hw), tf.float32)
+    side = tf.maximum(tf.cast(tf.round(shorter * size / round(size * 256 / 224)), tf.int32), 1)
+    return tf.concat([(hw - side) // 2, tf.stack([side, side])], 0)
 
 
-def _resize_shorter_side(image: tf.Tensor, shorter) -> tf.Tensor:
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.cast(shorter, tf.float32) / tf.reduce_min(shape)
-    new = tf.cast(tf.math.ceil(shape * scale), tf.int32)
-    return _resize(image, new[0], new[1])
+def _fit(window: tf.Tensor, size: int, antialias: bool) -> dict:
+    """Shrink the window on the CPU only along a side longer than `size`; `stretch` (in the
+    training step, on the accelerator) does the rest of the resize. A per-image resize costs
+    about as much as the JPEG decode, so doing all of it in the input pipeline halved its rate.
+
+    Resizing is separable and the identity along a side that keeps its length, so shrinking the
+    long sides here and stretching the short ones later gives the pixels of one resize of the
+    window (up to rounding to uint8 after a shrink). Batch with `padded_batch` to `padded_shapes`.
+    """
+    extent = tf.minimum(tf.shape(window)[:2], size)
+    window = tf.cond(
+        tf.reduce_any(tf.shape(window)[:2] > size),
+        lambda: tf.saturate_cast(tf.round(tf.image.resize(window, extent, antialias=antialias)), window.dtype),
+        lambda: window,
+    )
+    return {"pixels": window, "extent": extent}
 
 
-def _centre_crop(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    shape = tf.shape(image)
-    top = (shape[0] - height) // 2
-    left = (shape[1] - width) // 2
-    return image[top : top + height, left : left + width]
+def padded_shapes(size: int) -> dict:
+    """The `padded_batch` shapes of `_fit`'s dicts, as `stretch` expects them."""
+    return {"pixels": [size, size, 3], "extent": [2]}
+
+
+def _window(image: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
+    return image[box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
+
+
+def eval_window(image: tf.Tensor, size: int, mode: str) -> dict:
+    """A decoded HxWx3 image → its eval crop, fitted (antialiased where it shrinks): batch with
+    `padded_shapes`, then `stretch`. Decoding whole (not `decode_and_crop_jpeg`) keeps the
+    pixels `export`'s serving function computes."""
+    check_mode(mode)
+    return _fit(_window(image, _central_window(tf.shape(image), size, mode)), size, antialias=True)
+
+
+def _stretch_one(fitted: dict, size: int) -> tf.Tensor:
+    pixels = tf.image.pad_to_bounding_box(fitted["pixels"], 0, 0, size, size)
+    return stretch({"pixels": pixels[None], "extent": fitted["extent"][None]}, size)[0]
 
 
 def eval_image(image: tf.Tensor, size: int, mode: str) -> tf.Tensor:
-    """Deterministic resize/crop of one HxWx3 image to size x size, float in [0, 255]."""
-    check_mode(mode)
-    if mode == "inception":
-        image = tf.image.central_crop(tf.cast(image, tf.float32), INCEPTION_CENTRAL_FRACTION)
-        return tf.clip_by_value(_resize(image, size, size), 0.0, 255.0)
-    image = _resize_shorter_side(image, round(size * 256 / 224))
-    return tf.clip_by_value(_centre_crop(image, size, size), 0.0, 255.0)
+    """Deterministic eval crop and resize of one HxWx3 image to size x size, float in [0, 255]:
+    the same operations as the eval pipeline's `eval_window` + `stretch`."""
+    return _stretch_one(eval_window(image, size, mode), size)
 
 
 def _train_window(shape: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
@@ -96,31 +136,6 @@ def _train_window(shape: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf
     return tf.concat([offset, tf.stack([side, side])], 0)
 
 
-def _flip_and_fit(window: tf.Tensor, size: int, seed: tf.Tensor) -> dict:
-    """Flip the uint8 window and shrink it on the CPU only along a side longer than `size`.
-    The rest of the resize (`stretch`) runs in the training step, on the accelerator: per
-    image it costs about as much as the JPEG decode, so doing it here halved the input
-    pipeline's rate. Batch with `padded_batch` to size x size (cheaper than padding here).
-
-    Bilinear resizing is separable and the identity when a side keeps its length, so shrinking
-    the long sides here and stretching the short ones later gives the pixels of one bilinear
-    resize of the window (slim's training resize).
-    """
-    window = tf.image.stateless_random_flip_left_right(window, seed)
-    extent = tf.minimum(tf.shape(window)[:2], size)
-    window = tf.cond(
-        tf.reduce_any(tf.shape(window)[:2] > size),
-        lambda: tf.cast(tf.round(tf.image.resize(window, extent)), tf.uint8),  # a convex blend: no clip
-        lambda: window,
-    )
-    return {"pixels": window, "extent": extent}
-
-
-def padded_shapes(size: int) -> dict:
-    """The `padded_batch` shapes of `_flip_and_fit`'s dicts, as `stretch` expects them."""
-    return {"pixels": [size, size, 3], "extent": [2]}
-
-
 def _bilinear_taps(extent: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Source rows (or columns) and weights of tf.image.resize's bilinear kernel (half-pixel
     centres, clamped at the edges) from `extent` [B] valid pixels to `size` outputs."""
@@ -133,7 +148,7 @@ def _bilinear_taps(extent: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, 
 
 
 def stretch(windows: dict, size: int) -> tf.Tensor:
-    """`padded_batch`ed `train_jpeg` output → [B, size, size, 3] float32 in [0, 255]: each image's
+    """`padded_batch`ed `train_jpeg` or `eval_window` output → [B, size, size, 3] float32 in [0, 255]: each image's
     valid top-left extent resized to size x size. Gathers and blends only (no resize kernel),
     so it runs on any device, under XLA, and deterministically."""
     pixels = tf.cast(windows["pixels"], tf.float32)
@@ -149,12 +164,13 @@ def stretch(windows: dict, size: int) -> tf.Tensor:
 
 def train_jpeg(encoded: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> dict:
     """JPEG bytes → random crop and horizontal flip, reproducible from a [2] int seed
-    (stateless ops); decodes only the crop window. Returns `_flip_and_fit`'s dict: batch it
-    with `padded_shapes` and call `stretch` (in the training step) for size x size images."""
+    (stateless ops); decodes only the crop window. Returns `_fit`'s dict (plain bilinear,
+    slim's training resize): batch it with `padded_shapes`, then `stretch`."""
     check_mode(mode)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     window = _train_window(tf.io.extract_jpeg_shape(encoded), size, mode, seeds[0])
-    return _flip_and_fit(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), size, seeds[1])
+    pixels = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    return _fit(tf.image.stateless_random_flip_left_right(pixels, seeds[1]), size, antialias=False)
 
 
 def train_image(image: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.Tensor:
@@ -162,8 +178,5 @@ def train_image(image: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf.T
     The same window (pixels may differ by JPEG chroma upsampling at the window's edges)."""
     check_mode(mode)
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    window = _train_window(tf.shape(image), size, mode, seeds[0])
-    cut = image[window[0] : window[0] + window[2], window[1] : window[1] + window[3]]
-    fitted = _flip_and_fit(cut, size, seeds[1])
-    fitted["pixels"] = tf.image.pad_to_bounding_box(fitted["pixels"], 0, 0, size, size)
-    return stretch(tf.nest.map_structure(lambda t: t[None], fitted), size)[0]
+    window = _window(image, _train_window(tf.shape(image), size, mode, seeds[0]))
+    return _stretch_one(_fit(tf.image.stateless_random_flip_left_right(window, seeds[1]), size, antialias=False), size)

@@ -109,8 +109,8 @@ def test_fit_then_stretch_is_one_bilinear_resize(height, width):
     tf.image.resize's bilinear (up to the uint8 rounding after a CPU shrink)."""
     window = tf.constant(np.random.default_rng(height * width).integers(0, 256, (height, width, 3)), tf.uint8)
     seed = tf.constant([3, 4], tf.int64)
-    fitted = preprocessing._flip_and_fit(window, 32, seed)
     flipped = tf.image.stateless_random_flip_left_right(window, seed)
+    fitted = preprocessing._fit(flipped, 32, antialias=False)
     assert fitted["pixels"].shape == (min(height, 32), min(width, 32), 3)
     pixels = tf.image.pad_to_bounding_box(fitted["pixels"], 0, 0, 32, 32)
     out = preprocessing.stretch({"pixels": pixels[None], "extent": fitted["extent"][None]}, 32)[0]
@@ -141,3 +141,35 @@ def test_finishing_in_the_step_gives_the_pipelines_images(single_dir, augment):
         assert inputs["pixels"].dtype == tf.uint8 and inputs["pixels"].shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(dataset.finish(inputs, 32, "vgg"), images)
     np.testing.assert_array_equal(targets["label"], same_targets["label"])
+
+
+@pytest.mark.parametrize("mode, box", [("inception", [2, 3, 36, 54]), ("vgg", [2, 12, 35, 35]), ("caffe", [2, 12, 35, 35])])
+def test_eval_crop_is_pinned(mode, box):
+    """40x60 image, 32 px: Inception keeps tf.image.central_crop's 87.5 % box; VGG/caffe the
+    centre square slim's resize-to-37-then-crop-32 keeps (side round(40 * 32 / 37) = 35), each
+    resized (antialiased) to 32 x 32."""
+    image = tf.constant(np.random.default_rng(1).integers(0, 256, (40, 60, 3)), tf.uint8)
+    assert preprocessing._central_window(tf.shape(image), 32, mode).numpy().tolist() == box
+    if mode == "inception":
+        np.testing.assert_array_equal(tf.image.central_crop(image, 0.875), image[2:38, 3:57])
+    window = image[box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
+    expected = tf.image.resize(window, [32, 32], antialias=True)
+    np.testing.assert_allclose(preprocessing.eval_image(image, 32, mode), expected, atol=0.5)
+
+
+def test_eval_pipeline_gives_eval_image_of_each_record(tmp_path):
+    """What export's serving function computes (eval_image on the decoded JPEG) is what eval
+    feeds the model."""
+    from recordkit import records
+
+    single_dir = str(tmp_path)
+    info = write_dataset(single_dir, "single", num_classes=3, num_shards=1, image_size=40)
+    ds = dataset.make(single_dir, "validation", image_size=24, mode="caffe", batch_size=5, training=False,
+                      finish_in_step=True)
+    images = np.concatenate([dataset.finish(windows, 24, "caffe") for windows, _ in ds])
+    raw = tf.data.TFRecordDataset(info.shard_paths(single_dir, "validation"))
+    spec = {records.ENCODED: tf.io.FixedLenFeature([], tf.string)}
+    expected = [preprocessing.preprocess(preprocessing.eval_image(dataset.decode(
+        tf.io.parse_single_example(r, spec)[records.ENCODED]), 24, "caffe"), "caffe") for r in raw]
+    assert len(images) == len(expected) == info.split("validation").num_records
+    np.testing.assert_allclose(images, np.stack(expected), atol=1e-4)

@@ -108,7 +108,9 @@ def test_mirrored_strategy_on_two_cpus_matches_default(tmp_path, fixed_batch):
     assert out["replicas"] == 2
     for path in ("stream", "cached"):
         assert out[f"mirrored/{path}"]["resumed_at"] == 3
-        np.testing.assert_allclose(out[f"mirrored/{path}"]["losses"], out[f"default/{path}"]["losses"], rtol=1e-5)
+        # Two replicas sum the gradients in another order: float differences (1e-6 at step 2)
+        # that grow over the steps; a wrong batch split or loss scale shows at the 1e-2 level.
+        np.testing.assert_allclose(out[f"mirrored/{path}"]["losses"], out[f"default/{path}"]["losses"], rtol=1e-4)
     assert _falls(out["mirrored/stream"]["losses"], k=1)
 
 
