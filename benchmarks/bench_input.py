@@ -9,7 +9,8 @@ Both read the satellite train JPEGs converted as they are (256x256, `recordkit c
   scaling run in the training step (on the accelerator), so they are not part of this row.
 - train, finished on the CPU: the same plus `dataset.finish` in the pipeline (the resize and
   scaling on the CPU; what `make` returns by default, and what training did before).
-- eval: the one-pass eval pipeline (central crop, antialiased resize on the CPU).
+- eval: what `recordkit eval` and the feature cache read (central crop windows; the resize
+  and scaling next to the model, as in training).
 - the baseline: TFRecordDataset → parse image/encoded → decode_jpeg → batch, all with AUTOTUNE.
 GPU demand: Inception V3 training images/s per H100, from published figures (see docs).
 """
@@ -65,7 +66,8 @@ def main() -> None:
         "train (recordkit train: crop windows, resized in the step)":
             lambda: dataset.make(shards, "train", training=True, finish_in_step=True, **common),
         "train, resized and scaled on the CPU": lambda: dataset.make(shards, "train", training=True, **common),
-        "eval (one pass, repeated)": lambda: dataset.make(shards, "train", training=False, **common).repeat(),
+        "eval (one pass, repeated; resized next to the model)":
+            lambda: dataset.make(shards, "train", training=False, finish_in_step=True, **common).repeat(),
         "bare TFRecordDataset -> decode_jpeg": lambda: bare(info.shard_paths(shards, "train"), args.batch),
     }
     rates: dict[str, list[float]] = {name: [] for name in pipelines}

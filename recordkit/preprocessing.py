@@ -148,8 +148,8 @@ def _bilinear_taps(extent: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, 
 
 
 def stretch(windows: dict, size: int) -> tf.Tensor:
-    """`padded_batch`ed `train_jpeg` or `eval_window` output → [B, size, size, 3] float32 in [0, 255]: each image's
-    valid top-left extent resized to size x size. Gathers and blends only (no resize kernel),
+    """`padded_batch`ed `train_jpeg` or `eval_window` output → [B, size, size, 3] float32 in
+    [0, 255]: each image's valid top-left extent resized to size x size. Gathers and blends only (no resize kernel),
     so it runs on any device, under XLA, and deterministically."""
     pixels = tf.cast(windows["pixels"], tf.float32)
     extent = tf.cast(windows["extent"], tf.int32)
