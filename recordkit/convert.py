@@ -23,12 +23,13 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from recordkit import files, images, output, progress, quiet, records
+from recordkit import files, images, locks, output, progress, quiet, records
 from recordkit.errors import RecordkitError
 from recordkit.metadata import DATASET_JSON, REPORT_JSON, DatasetInfo, join, load
 from recordkit.pipeline import METRICS, Target
 
 DEFAULT_SEED = 0
+LOCK = ".recordkit-convert.lock"  # one conversion at a time per output folder
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -65,6 +66,7 @@ class ConvertResult:
     seconds: float
     output_dir: str
     counters: dict[str, int] = field(default_factory=dict)  # Beam's "recordkit" counters, where the runner reports them
+    recovered: list[str] = field(default_factory=list)  # what interrupted runs left, and what was done with it
 
     @property
     def records(self) -> int:
@@ -175,11 +177,18 @@ def run_pipeline(
     With `log`, standard error (ours and the local workers') goes to that file while the
     pipeline runs, so only the progress bar shows.
     """
+    files.make_folder(options.destination, "--output-dir")
+    with locks.folder_lock(options.destination, LOCK, "recordkit convert"):
+        recovered = output.recover(options.destination, options.dataset_name)
+        result = _run_locked(build, layout, options, beam_args, total, show_progress, log)
+    result.recovered = recovered
+    return result
+
+
+def _run_locked(build, layout, options: ConvertOptions, beam_args, total, show_progress, log) -> ConvertResult:
     beam_options = pipeline_options(list(beam_args), options.num_workers)
     destination = options.destination
-    files.make_folder(destination, "--output-dir")
     _check_not_another_dataset(destination, options.dataset_name)
-    output.remove_stale_staging(destination, options.dataset_name)
     staging = output.new_staging_dir(destination, options.dataset_name)
     files.makedirs(staging)
     shown = show_progress and is_local(beam_options)  # remote runners show progress in their UI

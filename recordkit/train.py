@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -30,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from recordkit import (
-    __version__, checkpoints, dataset, feature_cache, files, metadata, metrics, models, preprocessing, runs,
+    __version__, checkpoints, dataset, feature_cache, files, locks, metadata, metrics, models, preprocessing, runs,
     summaries,
 )
 from recordkit.errors import Interrupted, RecordkitError
@@ -378,7 +376,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.batch_size < 1:
         raise RecordkitError("--batch_size must be at least 1")
     files.make_folder(cfg.train_dir, "--train_dir")
-    with _train_dir_lock(cfg.train_dir):
+    with locks.folder_lock(cfg.train_dir, LOCK, "recordkit train"):
         return _locked_train(cfg, info, spec, split)
 
 
@@ -515,46 +513,6 @@ def _forward(model: keras.Model, cut: feature_cache.Split | None):
 
 
 LOCK = ".recordkit-train.lock"
-
-
-@contextlib.contextmanager
-def _train_dir_lock(train_dir: str):
-    """One run per local train_dir: a second one would interleave checkpoints and could delete
-    the first one's run metadata. The lock file names its holder; a holder that no longer runs
-    (kill -9, a crash) leaves a stale lock, which is taken over. Remote train_dirs are not locked."""
-    if files.is_remote(train_dir):
-        yield
-        return
-    path = os.path.join(train_dir, LOCK)
-    holder = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            with open(path) as f:
-                host, _, pid = f.read().partition(" ")
-            if host == socket.gethostname() and pid.strip().isdigit() and not _running(int(pid)):
-                os.remove(path)  # stale: its process is gone
-                continue
-            raise RecordkitError(f"{train_dir} is in use by another recordkit train (process {pid.strip()} "
-                                 f"on {host}); if it is not running, delete {path}") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(holder)
-        break
-    try:
-        yield
-    finally:
-        os.remove(path)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -499,24 +499,3 @@ def test_a_second_dataset_in_the_same_folder_is_refused(dataset, tmp_path):
     with pytest.raises(RecordkitError, match="already holds dataset 'a'"):
         run(dataset, tmp_path / "out", dataset_name="a_train")
     assert metadata.load(str(tmp_path / "out")).name == "a"
-
-
-def test_publish_can_run_again_after_failing_part_way(tmp_path):
-    from recordkit import output
-    from recordkit.pipeline import SHARD_DIGITS
-
-    out, staging = tmp_path / "out", tmp_path / "out" / ".staging"
-    staging.mkdir(parents=True)
-    shards = ["d_train_00000-of-00002.tfrecord", "d_train_00001-of-00002.tfrecord"]
-    for name in shards + ["d_train_00002-of-00003.tfrecord"]:  # the last: an older set's
-        (out / name).write_bytes(b"old")
-    (out / "d_train_extra_00000-of-00001.tfrecord").write_bytes(b"another dataset's")
-    for name in shards:
-        (staging / name).write_bytes(b"new " + name.encode())
-    (staging / "report.json").write_text("{}")  # the pipeline stages the report itself
-    (staging / shards[0]).rename(out / shards[0])  # the first attempt died after one move
-    patterns = [f"d_train_{SHARD_DIGITS}-of-{SHARD_DIGITS}.tfrecord"]
-    output.publish(str(out), str(staging), shards, patterns, [("dataset.json", "{}")])
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        shards + ["dataset.json", "report.json", "d_train_extra_00000-of-00001.tfrecord"])
-    assert [(out / name).read_bytes() for name in shards] == [b"new " + name.encode() for name in shards]

@@ -200,6 +200,8 @@ def run_voc(args, beam_args, log: str | None) -> int:
 
 
 def print_summary(result) -> None:
+    for line in result.recovered:
+        print(f"recovered: {line}", file=sys.stderr)
     report = result.report
     for warning in report["warnings"][:10]:
         print(f"warning: {warning}", file=sys.stderr)
