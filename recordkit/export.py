@@ -16,14 +16,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Callable
 
 from recordkit import metadata
 from recordkit.errors import RecordkitError
 
-IMAGENET_CLASS_INDEX = (
-    "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
-)
+IMAGENET_CLASSES = "imagenet_classes.tsv"  # in recordkit/data/
 BACKGROUND = "background"
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
@@ -198,7 +197,8 @@ def pretrained(model_name: str, weights: str, num_classes: int | None = None,
 
 
 def imagenet_classes(num_classes: int, label_path: str | None = None) -> list[str]:
-    """ImageNet names from `label_path`, else Keras' class index (downloaded once, cached).
+    """ImageNet names from `label_path`, else the 1,000 shipped with recordkit (first WordNet
+    lemma of each class, e.g. "tench"; see recordkit/data/README.md), so export works offline.
 
     A 1000-name list serves a 1001-class model by putting slim's "background" first.
     """
@@ -208,27 +208,13 @@ def imagenet_classes(num_classes: int, label_path: str | None = None) -> list[st
         with tf.io.gfile.GFile(label_path) as f:
             names = metadata.parse_labels(f.read())
     else:
-        names = _keras_imagenet_names()
+        lines = resources.files("recordkit").joinpath("data", IMAGENET_CLASSES).read_text("utf-8").splitlines()
+        names = [line.split("\t", 1)[1].split(", ")[0] for line in lines]
     if len(names) == num_classes - 1:
         names = [BACKGROUND, *names]
     if len(names) != num_classes:
         raise RecordkitError(
             f"{len(names)} class names for a {num_classes}-class model "
-            f"({label_path or 'Keras ImageNet index'})"
+            f"({label_path or 'the ImageNet classes shipped with recordkit'})"
         )
     return names
-
-
-def _keras_imagenet_names() -> list[str]:
-    import keras
-
-    try:
-        path = keras.utils.get_file("imagenet_class_index.json", IMAGENET_CLASS_INDEX,
-                                    cache_subdir="models")
-    except Exception as e:  # noqa: BLE001  (any download failure means the same to the user)
-        raise RecordkitError(
-            f"cannot fetch ImageNet class names ({e}); pass --label_path with one name per line"
-        ) from None
-    with open(path) as f:
-        index = json.load(f)
-    return [index[str(i)][1] for i in range(len(index))]

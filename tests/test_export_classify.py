@@ -253,3 +253,20 @@ def test_run_export_classify_round_trip(tmp_path, images_dir, capsys):
     assert main(["export", "--checkpoint_path", train_dir, "--output_dir", str(tmp_path / "x"),
                  "--model_name", "inception_v3"]) == 2
     assert "is a vgg_16 run" in capsys.readouterr().err
+
+
+def test_imagenet_class_names_ship_with_the_package(monkeypatch):
+    """Export of an original ImageNet head names its classes offline (slim: background first)."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("reached for the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    keras_order = export.imagenet_classes(1000)
+    assert len(set(keras_order)) == 998  # "crane" (bird, machine) and "maillot" appear twice, as in Keras
+    assert (keras_order[0], keras_order[1], keras_order[281], keras_order[407], keras_order[999]) == (
+        "tench", "goldfish", "tabby", "ambulance", "toilet tissue")
+    assert export.imagenet_classes(1001)[:3] == ["background", "tench", "goldfish"]
+    with pytest.raises(RecordkitError, match="1000 class names for a 10-class model"):
+        export.imagenet_classes(10)

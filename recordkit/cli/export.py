@@ -24,7 +24,7 @@ def register(commands) -> None:
               help="export a pretrained checkpoint with its original ImageNet head (1000 or 1001)")
     flags.add(parser, "image_size", type=int, help="pretrained only (default: the model's native size)")
     flags.add(parser, "label_path", help="pretrained only: ImageNet names, one per line "
-              "(default: Keras' ImageNet class index)")
+              "(default: the 1,000 ImageNet classes shipped with recordkit)")
     flags.add(parser, "top_k", type=int, default=5, help="top classes the signature returns (default 5)")
     flags.add(parser, "overwrite", action="store_true", help="replace an existing export")
     parser.set_defaults(run=run)
