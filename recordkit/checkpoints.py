@@ -12,7 +12,6 @@ and a mismatch is reported by name with both shapes before anything is assigned.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -52,7 +51,7 @@ def source_for(weights: str | None) -> WeightsSource:
         if not tf.io.gfile.exists(weights):
             raise RecordkitError(f"Keras weights file {weights} not found")
         return WeightsSource("keras", weights)
-    if tf.io.gfile.exists(metadata.join(_run_folder(weights), runs.RUN_JSON)):
+    if tf.io.gfile.exists(metadata.join(runs.run_folder(weights), runs.RUN_JSON)):
         return WeightsSource("run", weights)
     return WeightsSource("slim", _slim_checkpoint_path(weights))
 
@@ -60,12 +59,8 @@ def source_for(weights: str | None) -> WeightsSource:
 def preprocessing_for(spec: models.ModelSpec, source: WeightsSource) -> str:
     """The pixel convention the weights were trained with."""
     if source.kind == "run":
-        return runs.read_run_metadata(_run_folder(source.path))["preprocessing"]
+        return runs.read_run_metadata(runs.run_folder(source.path))["preprocessing"]
     return spec.preprocessing[source.convention]
-
-
-def _run_folder(path: str) -> str:
-    return path if tf.io.gfile.isdir(path) else os.path.dirname(path) or "."
 
 
 def read_run(spec: models.ModelSpec, path: str) -> dict[str, np.ndarray]:
@@ -88,12 +83,16 @@ def _slim_checkpoint_path(path: str) -> str:
     return path
 
 
-def read_slim(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a TF checkpoint by variable name."""
+def _slim_reader(path: str) -> tf.train.CheckpointReader:
     try:
-        reader = tf.train.load_checkpoint(path)
+        return tf.train.load_checkpoint(path)
     except (tf.errors.OpError, ValueError) as e:
         raise RecordkitError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def read_slim(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a TF checkpoint by variable name."""
+    reader = _slim_reader(path)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
@@ -136,6 +135,20 @@ def read(spec: models.ModelSpec, source: WeightsSource) -> dict[str, np.ndarray]
     if source.kind == "run":
         return read_run(spec, source.path)
     raise RecordkitError(f"weights source {source.kind!r} has nothing to read")
+
+
+def holds(spec: models.ModelSpec, source: WeightsSource, names: list[str]) -> bool:
+    """Whether the source has every one of these slim tensors, reading as little as it can: a
+    slim checkpoint's index, a run's recorded head. Keras files are loaded (only the Keras
+    application knows which of its layers they fill)."""
+    if source.kind == "none":
+        return False
+    if source.kind == "slim":
+        reader = _slim_reader(source.path)
+        return all(reader.has_tensor(name) for name in names)
+    if source.kind == "run":  # a run with the slim head trained every dense layer
+        return runs.read_run_metadata(runs.run_folder(source.path)).get("head", "slim") == "slim"
+    return set(names) <= set(read(spec, source))
 
 
 def in_scopes(entry: models.SlimEntry, scopes: tuple[str, ...] | list[str]) -> bool:

@@ -43,6 +43,11 @@ def build_model(meta: dict) -> keras.Model:
                         meta.get("head", "slim"))
 
 
+def run_folder(checkpoint_path: str) -> str:
+    """The train_dir of a train_dir or of a checkpoint prefix inside one."""
+    return checkpoint_path if tf.io.gfile.isdir(checkpoint_path) else os.path.dirname(checkpoint_path) or "."
+
+
 def load_for_inference(checkpoint_path: str) -> tuple[keras.Model, dict]:
     """(model with the run's head and trained weights, run metadata) from a train_dir (newest
     checkpoint) or one checkpoint prefix inside it.
@@ -51,14 +56,14 @@ def load_for_inference(checkpoint_path: str) -> tuple[keras.Model, dict]:
     meta["preprocessing"]), meta["preprocessing"])`; logits index = meta["classes"] index.
     """
     if tf.io.gfile.isdir(checkpoint_path):
-        train_dir, prefix = checkpoint_path, tf.train.latest_checkpoint(checkpoint_path)
+        prefix = tf.train.latest_checkpoint(checkpoint_path)
         if prefix is None:
             raise RecordkitError(f"no checkpoint in {checkpoint_path}")
     else:
-        train_dir, prefix = os.path.dirname(checkpoint_path) or ".", checkpoint_path
+        prefix = checkpoint_path
         if not tf.io.gfile.exists(prefix + ".index"):
             raise RecordkitError(f"checkpoint {prefix} not found ({prefix}.index is missing)")
-    meta = read_run_metadata(train_dir)
+    meta = read_run_metadata(run_folder(checkpoint_path))
     model = build_model(meta)
     restore_model(model, prefix)
     meta["checkpoint"] = prefix

@@ -99,11 +99,10 @@ def default_head(spec: models.ModelSpec, source: checkpoints.WeightsSource) -> s
     """The original top when the weights can fill it, else global average pooling: VGG's fc6
     and fc7 from random values are 120M parameters to learn, on features whose scale the
     pretrained convolutions set (49% on satellite in issue 13, where pooling gets ~75%)."""
-    neck = [scope for layer, scope in spec.dense_slim_scopes.items() if layer != models.LOGITS]
+    neck = [f"{scope}/weights" for layer, scope in spec.dense_slim_scopes.items() if layer != models.LOGITS]
     if not neck or source.kind == "none":
         return "slim"
-    tensors = checkpoints.read(spec, source)
-    return "slim" if all(f"{scope}/weights" in tensors for scope in neck) else "pool"
+    return "slim" if checkpoints.holds(spec, source, neck) else "pool"
 
 
 # Flags a resumed run may change: they steer the steps to come, not what the checkpoint holds.

@@ -8,6 +8,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from recordkit import checkpoints, models, preprocessing
 from recordkit.errors import RecordkitError
@@ -150,3 +151,27 @@ def test_real_vgg16_weights_load_and_their_first_layer_detects_edges():
 
     keras.utils.set_random_seed(0)
     assert edge_to_flat(model) > 5 and edge_to_flat(models.build(spec, 6, 32, head="pool")) < 2
+
+
+@pytest.mark.parametrize("names, expected", [(["vgg_16/fc6/weights", "vgg_16/fc7/weights"], "slim"),
+                                             (["vgg_16/fc6/weights"], "pool")])
+def test_default_head_reads_only_a_slim_checkpoints_index(tmp_path, names, expected):
+    """fc6 and fc7 in the checkpoint → the slim head; one missing → pooling. Decided from the
+    index: no tensor is read (a slim VGG16 checkpoint is 528 MB)."""
+    from recordkit import train
+
+    path = str(tmp_path / "model.ckpt")
+    with tf.Graph().as_default():
+        for name in ["vgg_16/conv1/conv1_1/weights", *names]:
+            tf.compat.v1.get_variable(name, [2])
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, path)
+    source = checkpoints.source_for(path)
+
+    def no_reading(*args):
+        raise AssertionError("read the tensors")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoints, "read_slim", no_reading)
+        assert train.default_head(models.get("vgg_16"), source) == expected
