@@ -153,6 +153,7 @@ def test_sdist_and_wheel_hold_the_package_and_nothing_else(tmp_path):
         in_wheel = set(z.namelist())
     for names in (in_sdist, in_wheel):
         assert modules <= names
+        assert "recordkit/data/imagenet_classes.tsv" in names  # export names ImageNet classes offline
         assert not [n for n in names if n.startswith(("tests/", "sample_data/", "benchmarks/", "pipelines/"))]
     # A worker that installs only the wheel can import the pipeline code from it.
     target = tmp_path / "site"
