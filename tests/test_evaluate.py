@@ -174,7 +174,7 @@ def test_eval_cli_on_a_train_dir(tmp_path, capsys):
     eval_dir = tmp_path / "eval_dir"
     args = ["eval", f"--checkpoint_path={train_dir}", f"--eval_dir={eval_dir}",
             "--dataset_name=toy", "--dataset_split_name=validation", f"--dataset_dir={dataset_dir}",
-            "--model_name=vgg_16"]
+            "--model_name=tiny_vgg"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "toy/validation: 6 examples" in out and "eval/Recall_5 = 1.0000" in out

@@ -240,7 +240,7 @@ def test_run_export_classify_round_trip(tmp_path, images_dir, capsys):
     _, train_dir = tiny_run(str(tmp_path))
     output = str(tmp_path / "export")
     assert main(["export", "--checkpoint_path", train_dir, "--output_dir", output,
-                 "--model_name", "vgg16"]) == 0
+                 "--model_name", "tiny_vgg"]) == 0
     assert "3 classes, single-label, input 32x32" in capsys.readouterr().out
     model, run = runs.load_for_inference(train_dir)
     path = str(images_dir / "good2.jpg")
@@ -252,7 +252,7 @@ def test_run_export_classify_round_trip(tmp_path, images_dir, capsys):
     assert classify.load(output).classes == run["classes"]
     assert main(["export", "--checkpoint_path", train_dir, "--output_dir", str(tmp_path / "x"),
                  "--model_name", "inception_v3"]) == 2
-    assert "is a vgg_16 run" in capsys.readouterr().err
+    assert "is a tiny_vgg run" in capsys.readouterr().err
 
 
 def test_imagenet_class_names_ship_with_the_package(monkeypatch):

@@ -18,13 +18,14 @@ def main(dataset_dir: str, root: str) -> dict:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
+    import tiny_model  # noqa: F401  (registers tiny_vgg)
     from recordkit import train
 
     out = {"replicas": train._strategy("mirrored").num_replicas_in_sync}
-    for path, scopes in (("stream", []), ("cached", ["vgg_16/fc8"])):
+    for path, scopes in (("stream", []), ("cached", ["tiny_vgg/fc8"])):
         for strategy in ("default", "mirrored"):
             keras.utils.set_random_seed(0)
-            cfg = dict(train_dir=f"{root}/{strategy}-{path}", dataset_dir=dataset_dir, model_name="vgg_16",
+            cfg = dict(train_dir=f"{root}/{strategy}-{path}", dataset_dir=dataset_dir, model_name="tiny_vgg",
                        image_size=32, batch_size=8, augment=False, dropout=0.0, shuffle_buffer=1, seed=3,
                        optimizer="adam", learning_rate=5e-5, opt_epsilon=1e-7,
                        learning_rate_decay_type="fixed", log_every_n_steps=0, save_summaries_secs=0,
