@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import keras
@@ -90,10 +91,38 @@ def _slim_reader(path: str) -> tf.train.CheckpointReader:
         raise RecordkitError(f"cannot read checkpoint {path}: {e}") from None
 
 
-def read_slim(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a TF checkpoint by variable name."""
-    reader = _slim_reader(path)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+class SlimTensors(Mapping):
+    """A TF checkpoint's tensors by variable name, each read when first asked for: loading
+    with the head excluded never reads VGG16's 480 MB of fc6-fc8, and one tensor at a time is
+    in memory beside the model."""
+
+    def __init__(self, path: str):
+        self._reader = _slim_reader(path)
+        self._shapes = self._reader.get_variable_to_shape_map()
+        self._names = sorted(self._shapes)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape, from the checkpoint's index (nothing read)."""
+        return tuple(self._shapes[name])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if not self._reader.has_tensor(name):
+            raise KeyError(name)
+        return self._reader.get_tensor(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._reader.has_tensor(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def read_slim(path: str) -> SlimTensors:
+    """A TF checkpoint's tensors by variable name (read on demand)."""
+    return SlimTensors(path)
 
 
 def _load_keras_application(spec: models.ModelSpec, weights: str) -> keras.Model:
@@ -126,7 +155,7 @@ def read_keras(spec: models.ModelSpec, weights: str) -> dict[str, np.ndarray]:
     return {e.slim_name: e.variable.numpy() for e in models.keras_application_entries(spec, app)}
 
 
-def read(spec: models.ModelSpec, source: WeightsSource) -> dict[str, np.ndarray]:
+def read(spec: models.ModelSpec, source: WeightsSource) -> Mapping[str, np.ndarray]:
     """The source's tensors keyed by slim variable name, in slim's or Keras' layout."""
     if source.kind == "slim":
         return read_slim(source.path)
@@ -164,13 +193,10 @@ def in_scopes(entry: models.SlimEntry, scopes: tuple[str, ...] | list[str]) -> b
     return False
 
 
-def _fit(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The value in the model's layout: slim's 1x1 / 7x7 convolutions become Dense kernels."""
-    if tuple(value.shape) == shape:
-        return value
-    if value.ndim == 4 and len(shape) == 2 and value.size == int(np.prod(shape)):
-        return value.reshape(shape)  # [kh, kw, in, out] in Flatten's (h, w, c) order
-    return None
+def _fits(stored: tuple[int, ...], model: tuple[int, ...]) -> bool:
+    """Whether a stored tensor becomes the model's variable as it is or reshaped: slim's 1x1 /
+    7x7 convolutions become Dense kernels ([kh, kw, in, out] in Flatten's (h, w, c) order)."""
+    return stored == model or (len(stored) == 4 and len(model) == 2 and int(np.prod(stored)) == int(np.prod(model)))
 
 
 @dataclass
@@ -190,7 +216,7 @@ class LoadReport:
 
 def assign(
     entries: list[models.SlimEntry],
-    tensors: dict[str, np.ndarray],
+    tensors: Mapping[str, np.ndarray],
     exclude_scopes: tuple[str, ...] | list[str] = (),
     source_name: str = "checkpoint",
 ) -> LoadReport:
@@ -204,14 +230,12 @@ def assign(
         if entry.slim_name not in tensors:
             problems.append(f"  {entry.slim_name}: missing from {source_name} (model {list(model_shape)})")
             continue
-        value = _fit(tensors[entry.slim_name], model_shape)
-        if value is None:
-            problems.append(
-                f"  {entry.slim_name}: checkpoint {list(tensors[entry.slim_name].shape)}, "
-                f"model {list(model_shape)}"
-            )
+        stored = (tensors.shape(entry.slim_name) if isinstance(tensors, SlimTensors)
+                  else tuple(tensors[entry.slim_name].shape))
+        if not _fits(stored, model_shape):
+            problems.append(f"  {entry.slim_name}: checkpoint {list(stored)}, model {list(model_shape)}")
             continue
-        updates.append((entry, value))
+        updates.append(entry)
     if problems:
         raise RecordkitError(
             f"{source_name} does not fit the model ({len(problems)} variables):\n"
@@ -219,8 +243,9 @@ def assign(
             + "\nExclude what you replace with --checkpoint_exclude_scopes (e.g. the head: "
             "the new num_classes never matches ImageNet's), or check --model_name/--image_size."
         )
-    for entry, value in updates:
-        entry.variable.assign(value.astype(entry.variable.dtype))
+    for entry in updates:  # one tensor in memory at a time (read here from a slim checkpoint)
+        value = tensors[entry.slim_name].reshape(tuple(entry.variable.shape))
+        entry.variable.assign(value.astype(entry.variable.dtype, copy=False))
         report.loaded.append(entry.slim_name)
     used = {e.slim_name for e in entries}
     report.unused = sorted(set(tensors) - used)

@@ -8,6 +8,7 @@ non-zero biases, random BatchNorm statistics) so that a wrong mapping changes th
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -32,14 +33,16 @@ def import_slim():
 
 
 def _random_value(name: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
-    if name.endswith("weights"):
-        fan_in = int(np.prod(shape[:-1]))
-        return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    """float32 throughout: VGG's fc6 alone is 400 MB, twice that as float64."""
     if name.endswith("moving_variance"):
-        return rng.uniform(0.5, 1.5, shape)
-    if name.endswith(("biases", "beta", "moving_mean")):
-        return rng.normal(0.0, 0.1, shape)
-    return rng.normal(0.0, 0.05, shape)
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if name.endswith("weights"):
+        scale = np.sqrt(2.0 / int(np.prod(shape[:-1])))
+    else:
+        scale = 0.1 if name.endswith(("biases", "beta", "moving_mean")) else 0.05
+    value = rng.standard_normal(shape, dtype=np.float32)
+    value *= np.float32(scale)
+    return value
 
 
 def _network(model_name: str):
@@ -57,11 +60,21 @@ def _call(slim, arg_scope, net, images, num_classes):
 
 
 def make_checkpoint(model_name: str, prefix: str, image_size: int, images: np.ndarray | None = None,
-                    seed: int = 0) -> tuple[str, dict[str, np.ndarray], np.ndarray | None]:
-    """Write a slim checkpoint; returns (path, tensors by name, slim's logits on `images`).
+                    seed: int = 0) -> tuple[str, tf.train.CheckpointReader, np.ndarray | None]:
+    """Write a slim checkpoint; returns (path, TF's reader of it, slim's logits on `images`).
 
-    `images` are already preprocessed, NHWC float32 at `image_size`.
+    `images` are already preprocessed, NHWC float32 at `image_size`. VGG16 is built in a process
+    of its own: its 552 MB of variables, their values and the graph's memory would otherwise
+    stay in the test process.
     """
+    if model_name == "vgg_16":
+        return _in_subprocess(model_name, prefix, image_size, images, seed)
+    path, out = _write(model_name, prefix, image_size, images, seed)
+    return path, tf.train.load_checkpoint(path), out
+
+
+def _write(model_name: str, prefix: str, image_size: int, images: np.ndarray | None,
+           seed: int) -> tuple[str, np.ndarray | None]:
     rng = np.random.default_rng(seed)
     _, network = _network(model_name)
     graph = tf.Graph()
@@ -69,12 +82,28 @@ def make_checkpoint(model_name: str, prefix: str, image_size: int, images: np.nd
         x = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3])
         logits = network(x)
         variables = tf.compat.v1.global_variables()
-        values = {v.op.name: _random_value(v.op.name, v.shape.as_list(), rng).astype(np.float32)
-                  for v in variables}
         saver = tf.compat.v1.train.Saver()
         with tf.compat.v1.Session(graph=graph) as session:
             for v in variables:
-                v.load(values[v.op.name], session)
+                v.load(_random_value(v.op.name, v.shape.as_list(), rng), session)
             path = saver.save(session, prefix, write_meta_graph=False)
             out = session.run(logits, {x: images}) if images is not None else None
-    return path, values, out
+    return path, out
+
+
+def _in_subprocess(model_name, prefix, image_size, images, seed):
+    arrays = prefix + ".arrays.npz"
+    np.savez(arrays, **({"images": images} if images is not None else {}))
+    subprocess.run([sys.executable, __file__, model_name, prefix, str(image_size), arrays, str(seed)], check=True)
+    with np.load(arrays) as saved:
+        out = saved["logits"] if "logits" in saved else None
+    path = prefix  # Saver.save returns the prefix it was given
+    return path, tf.train.load_checkpoint(path), out
+
+
+if __name__ == "__main__":  # python slim_checkpoints.py MODEL PREFIX SIZE ARRAYS.npz SEED
+    model, prefix_arg, size, arrays_path, seed_arg = sys.argv[1:]
+    with np.load(arrays_path) as given:
+        batch = given["images"] if "images" in given else None
+    _, logits_out = _write(model, prefix_arg, int(size), batch, int(seed_arg))
+    np.savez(arrays_path, **({"logits": logits_out} if logits_out is not None else {}))
