@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import keras
 
-from recordkit.models import ModelSpec, SlimEntry, register
+from recordkit.models import ModelSpec, register, vgg_16
 
 NAME = SCOPE = "tiny_vgg"
 _BLOCKS = {1: 1, 2: 2}  # block -> number of convolutions
@@ -45,24 +45,6 @@ def application(include_top: bool = True, weights: str | None = None, input_shap
     return model
 
 
-def backbone_entries(backbone: keras.Model) -> list[SlimEntry]:
-    entries = []
-    for block, count in _BLOCKS.items():
-        for i in range(1, count + 1):
-            layer = backbone.get_layer(f"block{block}_conv{i}")
-            scope = f"{SCOPE}/conv{block}/conv{block}_{i}"
-            entries.append(SlimEntry(f"{scope}/weights", layer.kernel, layer.name))
-            entries.append(SlimEntry(f"{scope}/biases", layer.bias, layer.name))
-    return entries
-
-
-def neck(features, dropout: float | None = None):
-    x = keras.layers.Flatten(name="flatten")(features)
-    x = keras.layers.Dense(_FC, activation="relu", name="fc6")(x)
-    x = keras.layers.Dropout(0.5 if dropout is None else dropout, name="dropout6")(x)
-    return keras.layers.Dense(_FC, activation="relu", name="fc7")(x)
-
-
 SPEC = register(
     ModelSpec(
         name=NAME,
@@ -75,13 +57,10 @@ SPEC = register(
         preprocessing={"slim": "vgg", "keras": "caffe", "none": "vgg"},
         application=application,
         application_kwargs={},
-        neck=neck,
+        neck=vgg_16.fc_neck(_FC),
         dense_slim_scopes={"fc6": f"{SCOPE}/fc6", "fc7": f"{SCOPE}/fc7", "logits": f"{SCOPE}/fc8"},
         keras_top_slim_scopes={"fc1": f"{SCOPE}/fc6", "fc2": f"{SCOPE}/fc7", "predictions": f"{SCOPE}/fc8"},
-        backbone_entries=backbone_entries,
-        cut_layers=tuple(
-            name for block, count in _BLOCKS.items()
-            for name in [*(f"block{block}_conv{i}" for i in range(1, count + 1)), f"block{block}_pool"]
-        ),
+        backbone_entries=vgg_16.block_entries(SCOPE, _BLOCKS),
+        cut_layers=vgg_16.cut_layers(_BLOCKS),
     )
 )

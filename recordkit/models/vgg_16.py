@@ -16,23 +16,40 @@ SCOPE = "vgg_16"
 _BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # block -> number of convolutions
 
 
-def backbone_entries(backbone: keras.Model) -> list[SlimEntry]:
-    entries = []
-    for block, count in _BLOCKS.items():
-        for i in range(1, count + 1):
-            layer = backbone.get_layer(f"block{block}_conv{i}")
-            scope = f"{SCOPE}/conv{block}/conv{block}_{i}"
-            entries.append(SlimEntry(f"{scope}/weights", layer.kernel, layer.name))
-            entries.append(SlimEntry(f"{scope}/biases", layer.bias, layer.name))
+def block_entries(scope: str, blocks: dict[int, int]):
+    """Slim names of VGG-style `block<b>_conv<i>` layers: `<scope>/conv<b>/conv<b>_<i>`."""
+
+    def entries(backbone: keras.Model) -> list[SlimEntry]:
+        found = []
+        for block, count in blocks.items():
+            for i in range(1, count + 1):
+                layer = backbone.get_layer(f"block{block}_conv{i}")
+                name = f"{scope}/conv{block}/conv{block}_{i}"
+                found.append(SlimEntry(f"{name}/weights", layer.kernel, layer.name))
+                found.append(SlimEntry(f"{name}/biases", layer.bias, layer.name))
+        return found
+
     return entries
 
 
-def neck(features, dropout: float | None = None):
-    """Slim's fc6 → dropout → fc7; the head's dropout and fc8 (`logits`) follow."""
-    x = keras.layers.Flatten(name="flatten")(features)
-    x = keras.layers.Dense(4096, activation="relu", name="fc6")(x)
-    x = keras.layers.Dropout(0.5 if dropout is None else dropout, name="dropout6")(x)
-    return keras.layers.Dense(4096, activation="relu", name="fc7")(x)
+def fc_neck(units: int):
+    """Slim's fc6 → dropout → fc7 (`units` wide); the head's dropout and fc8 (`logits`) follow."""
+
+    def neck(features, dropout: float | None = None):
+        x = keras.layers.Flatten(name="flatten")(features)
+        x = keras.layers.Dense(units, activation="relu", name="fc6")(x)
+        x = keras.layers.Dropout(0.5 if dropout is None else dropout, name="dropout6")(x)
+        return keras.layers.Dense(units, activation="relu", name="fc7")(x)
+
+    return neck
+
+
+def cut_layers(blocks: dict[int, int]) -> tuple[str, ...]:
+    """Every convolution and pooling layer, in data-flow order."""
+    return tuple(
+        name for block, count in blocks.items()
+        for name in [*(f"block{block}_conv{i}" for i in range(1, count + 1)), f"block{block}_pool"]
+    )
 
 
 SPEC = register(
@@ -47,15 +64,12 @@ SPEC = register(
         preprocessing={"slim": "vgg", "keras": "caffe", "none": "vgg"},
         application=keras.applications.VGG16,
         application_kwargs={},
-        neck=neck,
+        neck=fc_neck(4096),
         dense_slim_scopes={"fc6": f"{SCOPE}/fc6", "fc7": f"{SCOPE}/fc7", "logits": f"{SCOPE}/fc8"},
         keras_top_slim_scopes={
             "fc1": f"{SCOPE}/fc6", "fc2": f"{SCOPE}/fc7", "predictions": f"{SCOPE}/fc8",
         },
-        backbone_entries=backbone_entries,
-        cut_layers=tuple(
-            name for block, count in _BLOCKS.items()
-            for name in [*(f"block{block}_conv{i}" for i in range(1, count + 1)), f"block{block}_pool"]
-        ),
+        backbone_entries=block_entries(SCOPE, _BLOCKS),
+        cut_layers=cut_layers(_BLOCKS),
     )
 )
