@@ -134,12 +134,23 @@ def test_mixed_precision_runs_on_cpu_and_resumes_only_with_the_flag(tmp_path, fi
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,cache", [("single", "off"), ("multi", "auto")])
 def test_inception_trains_both_label_kinds(tmp_path, data, kind, cache):
+    """Only the logits train (streamed or on cached features): they change, while the backbone,
+    BatchNorm statistics included, stays exactly at its initial values. (Whether Inception
+    learns is test_whole_network_learns_a_fixed_batch's subject: 12 augmented steps on random
+    features are too noisy to show it.)"""
     keras.utils.set_random_seed(0)
     cfg = _cfg(tmp_path, data[kind], model_name="inception_v3", image_size=75, max_number_of_steps=12,
                trainable_scopes=["InceptionV3/Logits"], feature_cache=cache, learning_rate=0.05)
     result = train.train(cfg)
     assert result.feature_cache == ("backbone" if cache == "auto" else None)
     assert result.step == 12 and all(np.isfinite(result.losses))
+    trained, meta = runs.load_for_inference(cfg.train_dir)
+    keras.utils.set_random_seed(cfg.seed)  # the run's seed → the run's initial weights
+    initial = runs.build_model(meta)
+    for before, after in zip(initial.get_layer(models.BACKBONE).weights, trained.get_layer(models.BACKBONE).weights):
+        assert np.array_equal(before.numpy(), after.numpy()), after.path
+    assert not np.array_equal(initial.get_layer(models.LOGITS).kernel.numpy(),
+                              trained.get_layer(models.LOGITS).kernel.numpy())
 
 
 @pytest.mark.parametrize("scopes", [[], ["tiny_vgg/fc8"]], ids=["streamed", "cached_features"])
