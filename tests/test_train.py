@@ -131,6 +131,23 @@ def test_mixed_precision_runs_on_cpu_and_resumes_only_with_the_flag(tmp_path, fi
         train.train(cfg)
 
 
+def test_jit_compile_and_synthetic_input_keep_the_steps(tmp_path, fixed_batch):
+    """--jit_compile (XLA) gives the plain step's losses; --synthetic_input steps on one held
+    batch, here the whole fixed set, so its losses are those of reading it; a cached-feature
+    run refuses it (there is no image step to measure)."""
+    losses = {}
+    for name, extra in (("plain", {}), ("xla", {"jit_compile": True}), ("synthetic", {"synthetic_input": True})):
+        keras.utils.set_random_seed(0)
+        losses[name] = train.train(_cfg(tmp_path / name, fixed_batch["single"], max_number_of_steps=4,
+                                        **FIXED_BATCH, **extra)).losses
+    np.testing.assert_allclose(losses["xla"], losses["plain"], rtol=1e-4)
+    np.testing.assert_allclose(losses["synthetic"], losses["plain"], rtol=1e-5)
+    assert _falls(losses["plain"], k=1, ratio=0.99), losses["plain"]
+    with pytest.raises(RecordkitError, match="--synthetic_input measures the image path"):
+        train.train(_cfg(tmp_path / "cached", fixed_batch["single"], trainable_scopes=["tiny_vgg/fc8"],
+                         synthetic_input=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,cache", [("single", "off"), ("multi", "auto")])
 def test_inception_trains_both_label_kinds(tmp_path, data, kind, cache):
