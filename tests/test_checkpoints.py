@@ -2,6 +2,8 @@
 and the mapped Keras model reproduces slim's own logits."""
 
 import os
+import subprocess
+import sys
 import warnings
 
 import h5py
@@ -77,8 +79,26 @@ def test_exclude_scopes_keep_initial_values(inception_ckpt):
     _assert_landed(spec, model, values, excluded=("InceptionV3/Logits",))
 
 
+ALONE = "RECORDKIT_TEST_ALONE"  # set in the pytest process a test runs itself in
+
+
+def _in_own_process(test) -> bool:
+    """Run `test` in a pytest process of its own (unless this is that process); True if it was
+    handed over. For tests that build VGG16 with its 138M-weight top: the ~2.5 GB of heap
+    they leave would otherwise stay in the suite's process for every later test."""
+    if os.environ.get(ALONE):
+        return False
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test.__name__}"],
+                          env={**os.environ, ALONE: "1"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout, done.stdout[-2000:]
+    return True
+
+
 @pytest.mark.slow
 def test_vgg_slim_checkpoint_tensor_by_tensor_and_logits(tmp_path):
+    if _in_own_process(test_vgg_slim_checkpoint_tensor_by_tensor_and_logits):
+        return
     images = np.random.default_rng(2).uniform(-100, 100, (1, 224, 224, 3)).astype(np.float32)
     path, values, slim_logits = make_checkpoint("vgg_16", str(tmp_path / "vgg_16.ckpt"), 224, images)
     spec = models.get("vgg_16")
@@ -128,6 +148,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_real_vgg16_weights_load_and_their_first_layer_detects_edges():
     """The real HED/ImageNet VGG16 file through the product's loader: its trained first-layer
     filters answer a vertical edge ~9x more than the flat areas beside it; random ones ~1x."""
+    if _in_own_process(test_real_vgg16_weights_load_and_their_first_layer_detects_edges):
+        return  # the loader first tries Keras' VGG16 with its 138M-weight top
     spec = models.get("vgg_16")
     model = models.build(spec, 6, 32, head="pool")
     source = checkpoints.source_for(str(HED_WEIGHTS))
