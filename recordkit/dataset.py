@@ -40,11 +40,8 @@ def _targets_fn(info: metadata.DatasetInfo):
     def targets(labels: dict) -> dict:
         if info.label_kind == "single":
             label = labels[records.LABEL]
-            return {
-                "label": label,
-                "multi_hot": tf.one_hot(label, info.num_classes, dtype=tf.float32),
-                "mask": tf.ones_like(tf.one_hot(label, info.num_classes, dtype=tf.float32)),
-            }
+            hot = tf.one_hot(label, info.num_classes, dtype=tf.float32)
+            return {"label": label, "multi_hot": hot, "mask": tf.ones_like(hot)}
         return {
             "multi_hot": tf.cast(labels[records.MULTI_HOT], tf.float32),
             "mask": 1.0 - tf.cast(labels[records.DIFFICULT_ONLY], tf.float32),

@@ -196,5 +196,5 @@ def test_default_head_reads_only_a_slim_checkpoints_index(tmp_path, names, expec
         raise AssertionError("read the tensors")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checkpoints, "read_slim", no_reading)
+        patch.setattr(checkpoints.SlimTensors, "__getitem__", no_reading)
         assert train.default_head(models.get("vgg_16"), source) == expected
