@@ -3,7 +3,8 @@
 Reads the keys through `records.parse_spec`, so the reader cannot drift from the writer.
 Targets are a dict: `multi_hot` [B, C] and `mask` [B, C] (0 where the devkit says "ignore":
 difficult-only classes) for every dataset, plus `label` [B] for single-label ones, so either
-loss can be chosen without another input path.
+loss can be chosen without another input path. With `ids=True` the targets also carry each
+record's `source_id` and `filename` (bytes), so eval can name the files it lists.
 
 With a seed the pipeline is deterministic (file order, interleave, shuffle and per-example
 augmentation seeds all derive from it); without one, tf.data may reorder for speed.
@@ -19,13 +20,17 @@ from recordkit.errors import RecordkitError
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _parse_fn(info: metadata.DatasetInfo):
-    """Serialized example → (JPEG bytes, its label features as stored)."""
+def _parse_fn(info: metadata.DatasetInfo, ids: bool = False):
+    """Serialized example → (JPEG bytes, its label features as stored, and with `ids` its
+    source id and file name: empty for records written without them, e.g. by other tools)."""
     spec = records.spec_for(info.label_kind)
     keys = [records.ENCODED] + (
         [records.LABEL] if info.label_kind == "single" else [records.MULTI_HOT, records.DIFFICULT_ONLY]
     )
     description = {k: v for k, v in records.parse_spec(spec, info.num_classes).items() if k in keys}
+    if ids:
+        description.update({key: tf.io.FixedLenFeature([], tf.string, default_value="")
+                            for key in (records.SOURCE_ID, records.FILENAME)})
 
     def parse(serialized):
         features = tf.io.parse_single_example(serialized, description)
@@ -38,13 +43,16 @@ def _targets_fn(info: metadata.DatasetInfo):
     """A batch of stored label features → the targets dict (once per batch, vectorised)."""
 
     def targets(labels: dict) -> dict:
+        found = {name: labels[key] for name, key in (("source_id", records.SOURCE_ID),
+                                                     ("filename", records.FILENAME)) if key in labels}
         if info.label_kind == "single":
             label = labels[records.LABEL]
             hot = tf.one_hot(label, info.num_classes, dtype=tf.float32)
-            return {"label": label, "multi_hot": hot, "mask": tf.ones_like(hot)}
+            return {"label": label, "multi_hot": hot, "mask": tf.ones_like(hot), **found}
         return {
             "multi_hot": tf.cast(labels[records.MULTI_HOT], tf.float32),
             "mask": 1.0 - tf.cast(labels[records.DIFFICULT_ONLY], tf.float32),
+            **found,
         }
 
     return targets
@@ -103,6 +111,7 @@ def make(
     shuffle_buffer: int = 512,
     num_parallel_reads: int = 4,
     finish_in_step: bool = False,
+    ids: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (preprocessed images [B, S, S, 3] float32, targets dict).
 
@@ -110,7 +119,7 @@ def make(
     augment=False. training=False: one pass in file order, deterministic eval resize/crop,
     last batch kept. finish_in_step=True: batches of uint8 crop windows are left for `finish`
     to resize and scale next to the model (on the accelerator), which keeps the CPU's work per
-    image close to the JPEG decode.
+    image close to the JPEG decode. ids=True adds `source_id` and `filename` to the targets.
     """
     augment = training if augment is None else augment
     info = info or metadata.load(dataset_dir)
@@ -133,7 +142,7 @@ def make(
     )
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    parse, targets = _parse_fn(info), _targets_fn(info)
+    parse, targets = _parse_fn(info, ids), _targets_fn(info)
     ds = _augmented(ds, parse, image_size, mode, seed) if augment else _eval_windows(ds, parse, image_size, mode)
     # uint8 windows padded to the target size: a quarter of the bytes of float32 images.
     shapes = (preprocessing.padded_shapes(image_size), tf.nest.map_structure(lambda s: s.shape, ds.element_spec[1]))

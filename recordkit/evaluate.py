@@ -6,6 +6,9 @@ and recall and the confusion matrix. Multi-label (VOC) runs report per-class AP 
 VOC2007 way (11-point interpolated, difficult-only entries ignored) and the VOC2010+ area
 under the PR curve. Everything about the run (model, classes, preprocessing) comes from its
 metadata; the tutorial's --model_name/--dataset_name are only checked against it.
+
+Single-label runs can also list the records whose given label the model finds least likely
+(`label_issues=N`, confident learning: see label_issues.py), named by source id and file.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ class Report:
     confusion_matrix: list[list[int]] | None = None
     classes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # reading, preprocessing and the forward passes
+    # Asked for with label_issues=N: the top N likely label errors (see `likely_label_errors`),
+    # how many records met the criterion (fewer than N: only those are listed), and whether the
+    # split is the one the run trained on (then the probabilities are in-sample and the list
+    # misses what the model memorised).
+    label_issues_requested: int = 0
+    label_issues: list[dict] | None = None
+    label_issues_flagged: int | None = None
+    label_issues_in_sample: bool = False
 
 
 def check_run(run: dict, model_name: str | None = None, dataset_name: str | None = None) -> dict:
@@ -65,19 +76,21 @@ def check_run(run: dict, model_name: str | None = None, dataset_name: str | None
 
 def evaluate(checkpoint_path: str, dataset_dir: str, split: str = "validation", *,
              batch_size: int = 32, k: int = 5, model_name: str | None = None,
-             dataset_name: str | None = None) -> Report:
+             dataset_name: str | None = None, label_issues: int = 0) -> Report:
     """Evaluate one checkpoint (or a train_dir's newest) on `split` of a converted dataset."""
     from recordkit import runs
 
     model, run = runs.load_for_inference(checkpoint_path)
     run = check_run(run, model_name, dataset_name)
     run.setdefault("checkpoint", checkpoint_path)
-    return evaluate_model(model, run, dataset_dir, split, batch_size=batch_size, k=k)
+    return evaluate_model(model, run, dataset_dir, split, batch_size=batch_size, k=k,
+                          label_issues=label_issues)
 
 
 def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation", *,
-                   batch_size: int = 32, k: int = 5) -> Report:
-    """Evaluate a loaded model whose run metadata gives image size, preprocessing, classes."""
+                   batch_size: int = 32, k: int = 5, label_issues: int = 0) -> Report:
+    """Evaluate a loaded model whose run metadata gives image size, preprocessing, classes;
+    with label_issues=N, also list the N likeliest label errors of the split."""
     from recordkit import dataset
 
     info = metadata.load(dataset_dir)
@@ -86,9 +99,13 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
             f"{dataset_dir} has classes {info.classes} but the run was trained on "
             f"{run['classes']}: scores would be compared against the wrong labels"
         )
+    if label_issues < 0:
+        raise RecordkitError(f"--label_issues must be 0 (off) or a number of records, not {label_issues}")
+    if label_issues and info.label_kind != "single":
+        raise RecordkitError(f"--label_issues is for single-label datasets; {info.name} is multi-label")
     size, mode = int(run["image_size"]), run["preprocessing"]
     data = dataset.make(dataset_dir, split, image_size=size, mode=mode, batch_size=batch_size,
-                        training=False, info=info, finish_in_step=True)
+                        training=False, info=info, finish_in_step=True, ids=label_issues > 0)
     start = time.monotonic()
     scores, targets = predict(lambda windows: model(dataset.finish(windows, size, mode), training=False),
                               data, info.split(split).num_records)
@@ -99,6 +116,12 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
     if info.label_kind == "single":
         report.scalars, report.per_class, report.confusion_matrix = single_label_metrics(
             targets["label"], scores, report.classes, k)
+        if label_issues:
+            report.label_issues_requested = label_issues
+            report.label_issues, report.label_issues_flagged = likely_label_errors(
+                scores, targets, report.classes, label_issues)
+            report.label_issues_in_sample = (split == run.get("dataset_split_name")
+                                             and info.name == run.get("dataset_name", info.name))
     else:
         report.scalars, report.per_class = multi_label_metrics(
             scores, targets["multi_hot"], 1 - targets["mask"], report.classes)
@@ -106,8 +129,9 @@ def evaluate_model(model, run: dict, dataset_dir: str, split: str = "validation"
 
 
 def predict(logits_of, data, total: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Logits [N, C] of the whole split (`logits_of` each input batch) and its targets, in
-    file order (a progress bar on a terminal)."""
+    """Logits [N, C] of the whole split (`logits_of` each input batch) and its targets (with
+    the records' `source_id` and `filename` when the data carries them), in file order (a
+    progress bar on a terminal)."""
     scores, targets = [], {}
     with tqdm(total=total, desc="evaluating", unit="img", disable=None, leave=False) as bar:
         for inputs, batch_targets in data:
@@ -119,6 +143,24 @@ def predict(logits_of, data, total: int | None = None) -> tuple[np.ndarray, dict
     if not scores:
         raise RecordkitError("the split is empty: nothing to evaluate")
     return np.concatenate(scores), {key: np.concatenate(v) for key, v in targets.items()}
+
+
+def likely_label_errors(logits: np.ndarray, targets: dict[str, np.ndarray], classes: list[str],
+                        n: int) -> tuple[list[dict], int]:
+    """The `n` records whose given label is least probable among those confident learning
+    flags (softmax of the logits; `label_issues.find`), and how many were flagged."""
+    from recordkit import label_issues
+
+    found = label_issues.find(label_issues.softmax(logits), targets["label"], n)
+
+    def text(key: str, index: int) -> str:
+        return targets[key][index].decode("utf-8", "replace") if key in targets else ""
+
+    rows = [{"index": issue.index, "source_id": text("source_id", issue.index),
+             "filename": text("filename", issue.index), "given": classes[issue.given],
+             "suggested": classes[issue.suggested], "p_given": issue.p_given,
+             "p_suggested": issue.p_suggested} for issue in found.top]
+    return rows, found.flagged
 
 
 def single_label_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str],
@@ -175,7 +217,38 @@ def format_table(report: Report) -> str:
         lines.append(" " * width + "  " + " ".join(f"{i:>{cell}}" for i in range(len(report.classes))))
         for i, (name, row) in enumerate(zip(report.classes, report.confusion_matrix)):
             lines.append(f"{name:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row) + f"  ({i})")
+    if report.label_issues is not None:
+        lines += ["", *_label_issue_lines(report)]
     return "\n".join(lines)
+
+
+def _label_issue_lines(report: Report) -> list[str]:
+    """The likely label errors, least likely given label first, with how many were flagged."""
+    issues, flagged = report.label_issues or [], report.label_issues_flagged or 0
+    head = f"likely label errors (confident learning): {flagged} of {report.num_examples} records flagged"
+    if not issues:
+        lines = [head]
+    elif len(issues) < flagged:
+        lines = [f"{head}, the {len(issues)} with the least likely given label:"]
+    elif flagged < report.label_issues_requested:
+        lines = [f"{head} (fewer than the {report.label_issues_requested} asked for), all listed, "
+                 "least likely given label first:"]
+    else:
+        lines = [f"{head}, least likely given label first:"]
+    if report.label_issues_in_sample:
+        lines.append(f"note: the run trained on {report.split}: these probabilities are in-sample "
+                     "(overconfident) and miss the errors it memorised; use a split it did not train on")
+    if issues:
+        names = [row["source_id"] or row["filename"] or f"record {row['index']}" for row in issues]
+        file_w = max(len("file"), *map(len, names))
+        given_w = max(len("given"), *(len(row["given"]) for row in issues))
+        suggested_w = max(len("suggested"), *(len(row["suggested"]) for row in issues))
+        lines.append(f"{'rank':>4}  {'file':<{file_w}}  {'given':<{given_w}}  {'suggested':<{suggested_w}}"
+                     "  p(given)  p(suggested)")
+        for rank, (name, row) in enumerate(zip(names, issues), 1):
+            lines.append(f"{rank:>4}  {name:<{file_w}}  {row['given']:<{given_w}}  "
+                         f"{row['suggested']:<{suggested_w}}  {row['p_given']:>8.4f}  {row['p_suggested']:>12.4f}")
+    return lines
 
 
 def _number(value: float) -> str:

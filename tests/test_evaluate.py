@@ -189,3 +189,110 @@ def test_eval_cli_on_a_train_dir(tmp_path, capsys):
     assert "dataset.json not found" in err and "\n" not in err
     assert main(args + ["--watch", "--timeout=0", "--eval_interval_secs=0"]) == 0
     assert "eval/Accuracy" in capsys.readouterr().out
+
+
+def test_table_lists_label_issues_flagged_count_and_in_sample_note():
+    report = _single_report()
+    report.label_issues_requested, report.label_issues_flagged = 3, 2
+    report.label_issues = [
+        {"index": 4, "source_id": "water/b.jpg", "filename": "b.jpg", "given": "water",
+         "suggested": "cloud", "p_given": 0.012, "p_suggested": 0.95},
+        {"index": 1, "source_id": "", "filename": "", "given": "cloud", "suggested": "desert",
+         "p_given": 0.2, "p_suggested": 0.7},
+    ]
+    table = evaluate.format_table(report)
+    assert "2 of 5 records flagged (fewer than the 3 asked for), all listed" in table
+    rows = [line.split() for line in table.splitlines()]
+    assert ["1", "water/b.jpg", "water", "cloud", "0.0120", "0.9500"] in rows
+    assert ["2", "record", "1", "cloud", "desert", "0.2000", "0.7000"] in rows  # no ids stored
+    assert "in-sample" not in table
+    report.label_issues_in_sample = True
+    note = [line for line in evaluate.format_table(report).splitlines() if "in-sample" in line]
+    assert len(note) == 1 and note[0].startswith("note: the run trained on validation")
+    report.label_issues, report.label_issues_flagged, report.label_issues_in_sample = [], 0, False
+    assert evaluate.format_table(report).endswith("0 of 5 records flagged")
+
+
+def _flip_label(path, source_id: str, label: int) -> None:
+    """Rewrite one record's image/class/label in a shard (a mislabelled file, made on purpose)."""
+    tf = pytest.importorskip("tensorflow")
+    from recordkit import records
+
+    examples = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    with tf.io.TFRecordWriter(path) as writer:
+        for example in examples:
+            features = example.features.feature
+            if features[records.SOURCE_ID].bytes_list.value[0].decode() == source_id:
+                features[records.LABEL].int64_list.value[0] = label
+            writer.write(example.SerializeToString())
+
+
+def test_evaluate_model_names_the_mislabelled_record(tmp_path):
+    from fixtures_records import write_dataset
+
+    info = write_dataset(str(tmp_path), "single", 3, {"validation": 12}, 40, 2)
+    _flip_label(str(tmp_path / info.splits["validation"].files[0]), "img00004", 0)  # green, labelled red
+    oracle = _colour_model(np.eye(3) * 50)  # softmax of its logits: 1.0 for the image's colour
+    report = evaluate.evaluate_model(oracle, _run(info, dataset_split_name="train"), str(tmp_path),
+                                     label_issues=5)
+    assert report.label_issues_flagged == 1 and report.label_issues_requested == 5
+    assert len(report.label_issues) == 1
+    issue = report.label_issues[0]
+    assert (issue["source_id"], issue["filename"], issue["given"], issue["suggested"]) == \
+        ("img00004", "img00004.jpg", "class0", "class1")
+    assert issue["p_given"] < 0.01 and issue["p_suggested"] > 0.99
+    assert not report.label_issues_in_sample  # trained on train, evaluated on validation
+    in_sample = evaluate.evaluate_model(oracle, _run(info, dataset_split_name="validation"),
+                                        str(tmp_path), label_issues=5)
+    assert in_sample.label_issues_in_sample
+    assert evaluate.evaluate_model(oracle, _run(info), str(tmp_path)).label_issues is None
+
+
+def test_label_issues_on_a_multi_label_dataset_is_a_clear_error(tmp_path):
+    from fixtures_records import write_dataset
+
+    from recordkit.errors import RecordkitError
+
+    info = write_dataset(str(tmp_path), "multi", 3, {"validation": 4}, 40, 1)
+    with pytest.raises(RecordkitError, match="--label_issues is for single-label datasets"):
+        evaluate.evaluate_model(None, _run(info), str(tmp_path), label_issues=3)
+
+
+@pytest.mark.slow
+def test_eval_cli_label_issues_table_and_json(tmp_path, capsys):
+    from fixtures_records import write_dataset
+    from tiny_training_run import tiny_run
+
+    from recordkit.cli import main
+
+    dataset_dir, train_dir = tiny_run(str(tmp_path))
+    eval_dir = tmp_path / "eval_dir"
+    args = ["eval", f"--checkpoint_path={train_dir}", f"--dataset_dir={dataset_dir}", f"--eval_dir={eval_dir}"]
+    # On the split it trained on (2 steps: it mostly predicts one class) it flags some records.
+    assert main(args + ["--label-issues", "2", "--dataset_split_name=train"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads((eval_dir / "eval.json").read_text())
+    assert data["label_issues_requested"] == 2 and data["label_issues_in_sample"] is True
+    rows, flagged = data["label_issues"], data["label_issues_flagged"]
+    assert flagged >= 1, "the tiny run should flag records on its training split"
+    assert f"likely label errors (confident learning): {flagged} of 8 records flagged" in out
+    assert "note: the run trained on train: these probabilities are in-sample" in out
+    assert len(rows) == min(2, flagged)
+    for rank, row in enumerate(rows, 1):
+        assert row["source_id"].startswith("img") and row["filename"] == row["source_id"] + ".jpg"
+        assert row["given"] != row["suggested"] and row["p_suggested"] > 0
+        assert any(line.split()[:4] == [str(rank), row["source_id"], row["given"], row["suggested"]]
+                   for line in out.splitlines())
+    assert [row["p_given"] for row in rows] == sorted(row["p_given"] for row in rows)
+    assert main(args + ["--label_issues=6"]) == 0  # validation: held out, no note
+    out = capsys.readouterr().out
+    assert "likely label errors (confident learning):" in out and "in-sample" not in out
+    assert json.loads((eval_dir / "eval.json").read_text())["label_issues_in_sample"] is False
+    assert main(args) == 0  # off by default
+    assert "likely label errors" not in capsys.readouterr().out
+    assert json.loads((eval_dir / "eval.json").read_text())["label_issues"] is None
+    multi_dir = tmp_path / "multi"
+    write_dataset(str(multi_dir), "multi", 3, {"validation": 4}, 40, 1)
+    assert main(["eval", f"--checkpoint_path={train_dir}", f"--dataset_dir={multi_dir}", "--label_issues=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--label_issues is for single-label datasets" in err and "\n" not in err

@@ -12,7 +12,8 @@ def register(commands) -> None:
         description="--checkpoint_path is a train_dir (its newest checkpoint) or one checkpoint. "
         "Single-label: accuracy, recall@k, per-class precision/recall, confusion matrix. "
         "Multi-label: per-class AP and mAP (VOC2007 11-point, difficult-only ignored) and the "
-        "area-under-PR variant. --model_name/--dataset_name are only checked against the run.",
+        "area-under-PR variant. --model_name/--dataset_name are only checked against the run. "
+        "--label_issues N lists the N likeliest label errors (single-label).",
     )
     flags.add(parser, "checkpoint_path", required=True, help="train_dir or one checkpoint")
     flags.add(parser, "dataset_dir", required=True, help="output of `recordkit convert`")
@@ -22,6 +23,11 @@ def register(commands) -> None:
     flags.add(parser, "model_name", help="checked against the run (tutorial compatibility)")
     flags.add(parser, "batch_size", type=int, default=32)
     flags.add(parser, "recall_k", type=int, default=5, help="k of eval/Recall_k (default 5)")
+    flags.add(parser, "label_issues", type=int, default=0, metavar="N",
+              help="single-label: list the N records whose given label the model finds least "
+              "likely (confident learning), with file and suggested label, in the table and JSON "
+              "(default 0: off). Needs a split the run did not train on: on its training split "
+              "the probabilities are in-sample (overconfident) and memorised errors are missed")
     flags.add(parser, "watch", action="store_true",
               help="keep evaluating each new checkpoint in the train_dir as it appears")
     flags.add(parser, "eval_interval_secs", type=float, default=60,
@@ -41,6 +47,7 @@ def run(args, extra) -> int:
         report = evaluate.evaluate(
             checkpoint, args.dataset_dir, args.dataset_split_name, batch_size=args.batch_size,
             k=args.recall_k, model_name=args.model_name, dataset_name=args.dataset_name,
+            label_issues=args.label_issues,
         )
         print(evaluate.format_table(report), flush=True)
         if args.eval_dir:
