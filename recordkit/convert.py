@@ -46,6 +46,8 @@ class ConvertOptions:
     strict: bool = False
     validation_fraction: float | None = None  # split ROOT/<class>/* by a seeded hash
     drop_duplicates: bool = False
+    near_duplicates: bool = True  # look for near copies (re-saved, resized, cropped a little)
+    drop_near_duplicates: bool = False
 
     def __post_init__(self):
         if not DATASET_NAME.fullmatch(self.dataset_name):
@@ -103,6 +105,8 @@ def dataset_target(
         num_shards={"train": options.train_shards, "validation": options.validation_shards},
         strict=options.strict,
         drop_duplicates=options.drop_duplicates,
+        near_duplicates=options.near_duplicates or options.drop_near_duplicates,
+        drop_near_duplicates=options.drop_near_duplicates,
         **target_options,
     )
 

@@ -237,12 +237,13 @@ class EncodeFolderImage(EncodeDoFn):
             yield self.skip(split, path, f"unreadable: {e}")
             return
         values = records.image_values(
-            image.jpeg, image.height, image.width, posixpath.basename(source_id), source_id
+            image.jpeg, image.height, image.width, posixpath.basename(source_id), source_id, image.fingerprint
         )
         values.update({records.LABEL: label, records.TEXT: name})
         example = records.serialize(records.CLASSIFICATION_FEATURES, values)
         key = sort_key(self._seed, split, source_id)
-        yield self.encoded(Encoded(split, key, example, (name,), values[records.SHA256], path))
+        yield self.encoded(Encoded(split, key, example, (name,), values[records.SHA256], image.fingerprint,
+                                   path))
 
 
 def build_pipeline(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from recordkit import near_duplicates
+
 # MPO is the multi-picture JPEG of phones and stereo cameras: the first frame is kept.
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
 # Pillow itself refuses images above twice its MAX_IMAGE_PIXELS before we can look at them.
@@ -57,6 +59,7 @@ class EncodedImage:
     jpeg: bytes
     height: int
     width: int
+    fingerprint: str  # near_duplicates.fingerprint of the pixels stored
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -91,7 +94,8 @@ def _convert(data: bytes, image: Image.Image, options: ImageOptions) -> EncodedI
     upright = image.getexif().get(_EXIF_ORIENTATION, 1) == 1
     if image.format == "JPEG" and image.mode == "RGB" and upright and options.size is None:
         width, height = image.size
-        return EncodedImage(_validate_jpeg(data, image), height, width)
+        jpeg = _validate_jpeg(data, image)
+        return EncodedImage(jpeg, height, width, near_duplicates.fingerprint(image))
     return _reencode(image, options)
 
 
@@ -121,14 +125,17 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def _validate_jpeg(data: bytes, image: Image.Image) -> bytes:
     """The JPEG's bytes, checked by a decode at 1/8 scale: every entropy-coded byte is still
     read (truncation and most corruption fail), but the costly inverse DCT and colour
-    conversion are mostly skipped. Bytes after the end-of-image marker (the video phones
-    append to Motion Photos) are not part of the image and are left out."""
+    conversion are mostly skipped (the small decode stays in `image`, for the fingerprint).
+    Bytes after the end-of-image marker (the video phones append to Motion Photos) are not
+    part of the image and are left out."""
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         end = jpeg_end(data)
         if end is None:
             raise BadImage("truncated JPEG (no end-of-image marker)")
         data = data[:end]
-    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    # Not below the fingerprint's thumbnail: a 128-pixel image decoded at 1/8 would give 16.
+    side = near_duplicates.THUMBNAIL
+    image.draft("RGB", (min(image.width, max(side, image.width // 8)), min(image.height, max(side, image.height // 8))))
     image.load()
     return data
 
@@ -180,7 +187,7 @@ def _reencode(image: Image.Image, options: ImageOptions) -> EncodedImage:
         image = _resize(image, options)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=options.jpeg_quality)
-    return EncodedImage(out.getvalue(), image.height, image.width)
+    return EncodedImage(out.getvalue(), image.height, image.width, near_duplicates.fingerprint(image))
 
 
 def _rgb(image: Image.Image) -> Image.Image:

@@ -1,4 +1,4 @@
-"""What is in a converted dataset: counts, image sizes, duplicates and broken records.
+"""What is in a converted dataset: counts, image sizes, duplicates, near copies and broken records.
 
 Shards are read with tf.data (records parsed in parallel, no Python loop over protos), so
 thousands of records take seconds. A bad record must neither stop the reading nor lose its
@@ -22,12 +22,12 @@ import collections
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from recordkit import duplicates, metadata, records
+from recordkit import duplicates, metadata, near_duplicates, records
 
 _BATCH = 1024
 _PARALLEL_SHARDS = 8
@@ -62,6 +62,7 @@ class SplitRecords:
     height: np.ndarray
     width: np.ndarray
     sha256: list[str]
+    fingerprint: list[str]  # near_duplicates' ("" in records written before it existed)
     source_id: list[str]
     multi_hot: np.ndarray  # [n, num_classes] 0/1
     difficult_only: np.ndarray  # [n, num_classes] 0/1; all 0 for single-label data
@@ -95,6 +96,16 @@ class Finding:
     copies: tuple[Copy, ...]
 
 
+@dataclass(frozen=True)
+class NearFinding:
+    """Two records whose images are near copies (near_duplicates.py), judged as exact ones are."""
+
+    kind: str
+    hash_bits: int
+    colour_rms: float
+    copies: tuple[Copy, Copy]
+
+
 @dataclass
 class SplitReport:
     records: int
@@ -114,6 +125,8 @@ class Report:
     verified: bool
     splits: dict[str, SplitReport]
     duplicates: list[Finding]
+    near_duplicates: list[NearFinding]
+    unfingerprinted: int  # records without a fingerprint (converted before it existed): not searched
     problems: list[Problem]
 
     def to_json(self) -> dict:
@@ -166,6 +179,7 @@ def read_split(directory: str, info: metadata.DatasetInfo, split: str, verify: b
         height=columns[records.HEIGHT].astype(int),
         width=columns[records.WIDTH].astype(int),
         sha256=[h.decode() for h in columns[records.SHA256]],
+        fingerprint=[f.decode() for f in columns[records.FINGERPRINT]],
         source_id=[s.decode() for s in columns[records.SOURCE_ID]],
         multi_hot=columns["multi_hot"].astype(int),
         difficult_only=columns["difficult_only"].astype(int),
@@ -252,7 +266,8 @@ def _parse_fn(info: metadata.DatasetInfo) -> Callable:
 
     def parse(record):
         features = tf.io.parse_single_example(record, description)
-        kept = {key: features[key] for key in (records.HEIGHT, records.WIDTH, records.SHA256, records.SOURCE_ID)}
+        kept = {key: features[key]
+                for key in (records.HEIGHT, records.WIDTH, records.SHA256, records.FINGERPRINT, records.SOURCE_ID)}
         if single:
             kept.update({
                 records.LABEL: features[records.LABEL],
@@ -328,6 +343,8 @@ def summarize(directory: str, info: metadata.DatasetInfo, contents: dict[str, Sp
         verified=verified,
         splits=splits,
         duplicates=find_duplicates(info, contents),
+        near_duplicates=find_near_duplicates(info, contents),
+        unfingerprinted=sum(not f for split_records in contents.values() for f in split_records.fingerprint),
         problems=[p for split, split_records in contents.items()
                   for p in [*_count_problems(info, split, split_records, splits[split]), *split_records.problems]],
     )
@@ -392,19 +409,26 @@ def label_names(info: metadata.DatasetInfo, multi_hot: np.ndarray) -> tuple[str,
     return tuple(info.classes[c] for c in np.flatnonzero(multi_hot))
 
 
-def find_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]) -> list[Finding]:
-    """One finding per image stored more than once, worst kind first, then by first copy."""
-    split_order = {split: i for i, split in enumerate(contents)}
-    copies = collections.defaultdict(list)
+def _copies(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]) -> Iterator[tuple[Copy, str, str]]:
+    """(copy, sha256, fingerprint) of every record."""
     for split, split_records in contents.items():
         for row, digest in enumerate(split_records.sha256):
-            copies[digest].append(Copy(
+            copy = Copy(
                 split=split,
                 path=split_records.source_id[row],
                 label=label_names(info, split_records.multi_hot[row]),
                 shard=split_records.files[split_records.shard[row]],
                 index=int(split_records.index[row]),
-            ))
+            )
+            yield copy, digest, split_records.fingerprint[row]
+
+
+def find_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]) -> list[Finding]:
+    """One finding per image stored more than once, worst kind first, then by first copy."""
+    split_order = {split: i for i, split in enumerate(contents)}
+    copies = collections.defaultdict(list)
+    for copy, digest, _ in _copies(info, contents):
+        copies[digest].append(copy)
     findings = []
     for digest, group in copies.items():
         if len(group) > 1:
@@ -413,3 +437,20 @@ def find_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords
     return sorted(findings, key=lambda f: (DUPLICATE_KINDS.index(f.kind), split_order[f.copies[0].split],
                                            f.copies[0].path))
 
+
+
+def find_near_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]) -> list[NearFinding]:
+    """Near pairs by the conversion's rules (near_duplicates.find_pairs), worst kind first."""
+    where = {}
+    members = []
+    for copy, digest, fingerprint in _copies(info, contents):
+        if fingerprint:
+            member = near_duplicates.Member(copy.split, copy.path, copy.label, digest, fingerprint)
+            where[member] = copy
+            members.append(member)
+    findings = []
+    for pair in near_duplicates.find_pairs(members):
+        finding = near_duplicates.classify(pair)
+        first, second = (where[m] for m in sorted(pair, key=near_duplicates.keep_order))
+        findings.append(NearFinding(finding.kind, finding.bits, round(finding.colour, 2), (first, second)))
+    return sorted(findings, key=lambda f: DUPLICATE_KINDS.index(f.kind))

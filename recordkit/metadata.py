@@ -50,6 +50,7 @@ class DatasetInfo:
     seed: int
     skipped: dict[str, Any] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
+    near_duplicates: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     recordkit_version: str = __version__
 

@@ -16,13 +16,14 @@ import hashlib
 import json
 import re
 import uuid
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
-from recordkit import duplicates, files, images, output, progress, ranking, report, tfrecord
+from recordkit import duplicates, files, images, near_duplicates, output, progress, ranking, report, tfrecord
 from recordkit.metadata import DATASET_JSON, LABEL_TXT, REPORT_JSON, DatasetInfo, SplitInfo
 from recordkit.metadata import format_labels, join, shard_name
 
@@ -37,6 +38,7 @@ class Encoded(NamedTuple):
     example: bytes
     counts: tuple[str, ...]  # keys added up per split for dataset.json's per_class
     sha256: str  # of the encoded image, as in the record: finds duplicates
+    fingerprint: str  # near_duplicates.fingerprint, as in the record: finds near copies
     source: str  # the file it came from, for the report
 
 
@@ -47,6 +49,7 @@ class Spilled(NamedTuple):
     sort_key: bytes
     counts: tuple[str, ...]
     sha256: str
+    fingerprint: str
     source: str
     run: str  # the run file's name inside the runs folder
     offset: int  # where the framed record starts in it
@@ -103,7 +106,7 @@ class MatchSplitFiles(beam.PTransform):
         )
 
 
-def _match_batches(split_pattern: tuple[str, str], size: int = 100):
+def _match_batches(split_pattern: tuple[str | None, str], size: int = 100):
     split, pattern = split_pattern
     batch = []
     for result in FileSystems.match([pattern]):
@@ -188,6 +191,8 @@ class Target:
     per_class: Callable[[list[str], collections.Counter], dict] = count_single_label
     strict: bool = False
     drop_duplicates: bool = False
+    near_duplicates: bool = True  # look for near copies (near_duplicates.py)
+    drop_near_duplicates: bool = False
     fatal_reasons: tuple[str, ...] = ()
     every_class: bool = False  # a class whose every training file was skipped holds the output back
 
@@ -216,9 +221,14 @@ class WriteDataset(beam.PTransform):
         encoded, skipped, *found = inputs
         warnings = found[0] if found else encoded.pipeline | "NoWarnings" >> beam.Create([])
         spilled = encoded | "Spill" >> beam.ParDo(SpillExamples(runs_folder(target)))
-        refs, findings = spilled | "Duplicates" >> ResolveDuplicates(target.drop_duplicates)
+        kept, findings = spilled | "Duplicates" >> ResolveDuplicates(target.drop_duplicates)
+        if target.near_duplicates:
+            kept, near = kept | "NearDuplicates" >> FindNearDuplicates(target.drop_near_duplicates)
+        else:
+            near = encoded.pipeline | "NearDuplicatesOff" >> beam.Create([])
         written = (
-            refs
+            kept
+            | "Refs" >> beam.Map(lambda s: Ref(s.split, s.sort_key, s.counts, s.run, s.offset, s.length))
             | "Rank" >> ranking.RankRecords(target.num_shards)
             | "GroupShards" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
             | "WriteShard" >> beam.Map(_write_shard, target)
@@ -226,6 +236,7 @@ class WriteDataset(beam.PTransform):
         parts = (
             skipped | "SkippedEntries" >> beam.Map(report.skipped_entry(target.strict, target.fatal_reasons)),
             findings | "FindingEntries" >> beam.Map(report.finding_entry(target.drop_duplicates)),
+            near | "NearEntries" >> beam.Map(report.finding_entry(target.drop_near_duplicates, report.NEAR_DUPLICATES)),
             warnings | "WarningEntries" >> beam.Map(report.warning_entry),
         ) | "ReportEntries" >> beam.Flatten() | "Report" >> report.WriteReportParts(target.staging)
         # One small element per shard and per report part, gathered under a single key.
@@ -267,7 +278,8 @@ class SpillExamples(beam.DoFn):
             self._file = FileSystems.create(join(self._folder, self._name))
         framed = tfrecord.frame(e.example)
         self._file.write(framed)
-        yield Spilled(e.split, e.sort_key, e.counts, e.sha256, e.source, self._name, self._offset, len(framed))
+        yield Spilled(e.split, e.sort_key, e.counts, e.sha256, e.fingerprint, e.source, self._name, self._offset,
+                      len(framed))
         self._offset += len(framed)
 
     def finish_bundle(self):
@@ -284,7 +296,7 @@ HASH_PARTITIONS = 4096  # duplicates are resolved in groups of images whose hash
 
 
 class ResolveDuplicates(beam.PTransform):
-    """Spilled → (Refs to write, duplicate Findings), from one grouping by image hash.
+    """Spilled → (Spilled to write, duplicate Findings), from one grouping by image hash.
 
     Each image's copies meet in one group, so the kept copies are chosen there; no set of
     dropped files is broadcast to the workers. Groups are hash prefixes, gathered as lists by
@@ -302,7 +314,7 @@ class ResolveDuplicates(beam.PTransform):
             | "GroupByHash" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
             | "Resolve" >> beam.FlatMap(_resolve, self._drop)
         )
-        return tuple(by_type(resolved, "Only", Ref, duplicates.Finding))
+        return tuple(by_type(resolved, "Only", Spilled, duplicates.Finding))
 
 
 def _resolve(group: tuple[int, list[Spilled]], drop: bool):
@@ -321,7 +333,83 @@ def _resolve(group: tuple[int, list[Spilled]], drop: bool):
             if dropped[copy]:
                 dropped[copy] -= 1
                 continue
-            yield Ref(c.split, c.sort_key, c.counts, c.run, c.offset, c.length)
+            yield c
+
+
+class FindNearDuplicates(beam.PTransform):
+    """Spilled → (Spilled to write, near_duplicates.Findings), by LSH banding.
+
+    Each record is filed in its BANDS buckets (near_duplicates.bucket_keys); a bucket's
+    records meet in one group, where only they are compared. A pair found in several buckets
+    is reported once. With `drop`, the dropped copies are joined back to the records by
+    (split, source), so no list of them is broadcast.
+    """
+
+    def __init__(self, drop: bool):
+        super().__init__()
+        self._drop = drop
+
+    def expand(self, spilled):
+        findings = (
+            spilled
+            | "FileInBuckets" >> beam.ParDo(FileInBuckets())
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "Compare" >> beam.FlatMap(_near_pairs)
+            | "OnePerPair" >> beam.CombinePerKey(min)
+            | "Classify" >> beam.Map(lambda keyed: near_duplicates.classify(keyed[1]))
+        )
+        if not self._drop:
+            return spilled, findings
+        dropped = findings | "DroppedCopies" >> beam.FlatMap(
+            lambda f: [(_record_id(c.split, c.path), 1) for c in f.dropped])
+        records = spilled | "ById" >> beam.Map(lambda s: (_record_id(s.split, s.source), s))
+        kept = (
+            {"record": records, "dropped": dropped}
+            | "JoinDropped" >> beam.CoGroupByKey()
+            | "Kept" >> beam.FlatMap(lambda joined: [] if joined[1]["dropped"] else joined[1]["record"])
+        )
+        return kept, findings
+
+
+class FileInBuckets(beam.DoFn):
+    """Spilled → (bucket, [member, ...]): a bundle's records gathered per bucket, sent once
+    per bucket (or when BATCH members wait). One element per record and bucket made the
+    search cost a fifth of a conversion in Beam's per-element overhead alone. Members are
+    plain tuples: Beam's coder pickles NamedTuples, at three times the cost."""
+
+    BATCH = 100_000
+
+    def start_bundle(self):
+        self._buckets, self._waiting = collections.defaultdict(list), 0
+
+    def process(self, s: Spilled):
+        member = (s.split, s.source, s.counts, s.sha256, s.fingerprint)
+        for key in near_duplicates.bucket_keys(s.fingerprint):
+            self._buckets[key].append(member)
+        self._waiting += 1
+        if self._waiting * near_duplicates.BANDS >= self.BATCH:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for bucket in self._flush():
+            yield GlobalWindows.windowed_value(bucket)
+
+    def _flush(self):
+        buckets, self._buckets, self._waiting = self._buckets, collections.defaultdict(list), 0
+        yield from sorted(buckets.items())
+
+
+def _record_id(split: str, source: str) -> str:
+    return f"{split}\0{source}"
+
+
+def _near_pairs(bucket: tuple[tuple[int, int], Iterable[list]]):
+    (band, _), batches = bucket
+    members = [near_duplicates.Member(*m) for batch in batches for m in batch]
+    if len(members) > 1:
+        for first, second in near_duplicates.pairs_in_bucket(members, band):
+            pair_id = _record_id(first.split, first.path) + "\0" + _record_id(second.split, second.path)
+            yield pair_id, (first, second)
 
 
 def _write_shard(shard: tuple[tuple[str, int], list[Ref]], target: Target) -> ShardWritten:
@@ -337,7 +425,7 @@ def _write_shard(shard: tuple[tuple[str, int], list[Ref]], target: Target) -> Sh
 def _publish(target: Target, outcomes: list) -> None:
     written = [o for o in outcomes if isinstance(o, ShardWritten)]
     parts = [o for o in outcomes if isinstance(o, report.PartWritten)]
-    tallies = {name: collections.Counter() for name in (report.SKIPPED, report.DUPLICATES, report.WARNINGS)}
+    tallies = {name: collections.Counter() for name in report.LISTS}
     for part in parts:
         tallies[part.name].update(part.tally)
         tallies[part.name]["count"] += part.count
@@ -387,7 +475,7 @@ def _complete_info(target: Target, written: list[ShardWritten], tallies: dict) -
             per_class=target.per_class(target.info.classes, counts),
             source=target.info.source.get("splits", {}).get(split, split),
         )
-    skipped, found = tallies[report.SKIPPED], tallies[report.DUPLICATES]
+    skipped, found, near = tallies[report.SKIPPED], tallies[report.DUPLICATES], tallies[report.NEAR_DUPLICATES]
     by_reason = {key.partition(":")[2]: n for key, n in sorted(skipped.items()) if key.startswith("reason:")}
     return dataclasses.replace(
         target.info,
@@ -396,5 +484,10 @@ def _complete_info(target: Target, written: list[ShardWritten], tallies: dict) -
         duplicates={
             **{kind: found[f"kind:{kind}"] for kind in duplicates.KINDS},
             "dropped": found["dropped"],
+        },
+        near_duplicates={
+            "checked": target.near_duplicates,
+            **{kind: near[f"kind:{kind}"] for kind in duplicates.KINDS},
+            "dropped": near["dropped"],
         },
     )

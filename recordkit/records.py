@@ -29,6 +29,7 @@ class Feature:
     dtype: str
     shape: str
     doc: str
+    default: Any = None  # what readers see in records written before the key existed
 
 
 ENCODED = "image/encoded"
@@ -40,6 +41,7 @@ COLORSPACE = "image/colorspace"
 FILENAME = "image/filename"
 SOURCE_ID = "image/source_id"
 SHA256 = "image/key/sha256"
+FINGERPRINT = "image/key/fingerprint"
 LABEL = "image/class/label"
 TEXT = "image/class/text"
 MULTI_HOT = "image/class/multi_hot"
@@ -64,6 +66,7 @@ IMAGE_FEATURES: dict[str, Feature] = {
     FILENAME: Feature("bytes", "scalar", "source file name (not unique across classes)"),
     SOURCE_ID: Feature("bytes", "scalar", "source path relative to the split folder or VOC id"),
     SHA256: Feature("bytes", "scalar", "hex sha256 of image/encoded"),
+    FINGERPRINT: Feature("bytes", "scalar", "hex perceptual hash + quarter colours (near_duplicates.py)", ""),
 }
 
 CLASSIFICATION_FEATURES: dict[str, Feature] = {
@@ -90,7 +93,8 @@ MULTI_LABEL_FEATURES: dict[str, Feature] = {
 LABEL_KINDS = {"single": CLASSIFICATION_FEATURES, "multi": MULTI_LABEL_FEATURES}
 
 
-def image_values(jpeg: bytes, height: int, width: int, filename: str, source_id: str) -> dict:
+def image_values(jpeg: bytes, height: int, width: int, filename: str, source_id: str,
+                 fingerprint: str) -> dict:
     """The IMAGE_FEATURES values for one RGB JPEG; modes add their label keys."""
     return {
         ENCODED: jpeg,
@@ -102,6 +106,7 @@ def image_values(jpeg: bytes, height: int, width: int, filename: str, source_id:
         FILENAME: filename,
         SOURCE_ID: source_id,
         SHA256: hashlib.sha256(jpeg).hexdigest(),
+        FINGERPRINT: fingerprint,
     }
 
 
@@ -199,7 +204,7 @@ def parse_spec(spec: Mapping[str, Feature], num_classes: int | None = None) -> d
     for key, feature in spec.items():
         dtype = dtypes[feature.dtype]
         if feature.shape == "scalar":
-            parsed[key] = tf.io.FixedLenFeature([], dtype)
+            parsed[key] = tf.io.FixedLenFeature([], dtype, default_value=feature.default)
         elif feature.shape == "classes":
             if num_classes is None:
                 raise ValueError(f"{key!r} has one entry per class: pass num_classes")

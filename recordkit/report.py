@@ -13,7 +13,7 @@ import io
 import itertools
 import json
 import zlib
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -22,7 +22,8 @@ from recordkit import duplicates
 from recordkit.metadata import join
 
 REPORT_PARTS = ".report"  # inside the staging folder, so publishing (or a failed run's cleanup) removes it
-SKIPPED, DUPLICATES, WARNINGS = "skipped", "duplicates", "warnings"
+SKIPPED, DUPLICATES, NEAR_DUPLICATES, WARNINGS = "skipped", "duplicates", "near_duplicates", "warnings"
+LISTS = (SKIPPED, DUPLICATES, NEAR_DUPLICATES, WARNINGS)
 PARTS_PER_LIST = 16
 
 
@@ -53,14 +54,15 @@ def skipped_entry(strict: bool, fatal_reasons: tuple[str, ...]) -> Callable:
     return entry
 
 
-def finding_entry(dropped: bool) -> Callable[[duplicates.Finding], ReportEntry]:
-    """For duplicate Findings: mildest kind first; `dropped` says whether copies were left out."""
+def finding_entry(dropped: bool, name: str = DUPLICATES) -> Callable[[Any], ReportEntry]:
+    """For duplicate Findings (exact, or near_duplicates' for the `near_duplicates` list):
+    mildest kind first; `dropped` says whether copies were left out."""
 
-    def entry(f: duplicates.Finding) -> ReportEntry:
+    def entry(f) -> ReportEntry:
         data = f.as_json(dropped)
         tally = (f"kind:{f.kind}",) + ("dropped",) * len(data["dropped"])
         order = json.dumps([duplicates.KINDS.index(f.kind), f.copies])
-        return ReportEntry(DUPLICATES, order, json.dumps(data, sort_keys=True), tally)
+        return ReportEntry(name, order, json.dumps(data, sort_keys=True), tally)
 
     return entry
 

@@ -163,6 +163,7 @@ class Rejected(Exception):
 class VocRecord:
     example: bytes
     sha256: str
+    fingerprint: str
     devkit: tuple[int, ...]  # the devkit's 1/0/-1 per class
     warnings: tuple[str, ...]
 
@@ -226,7 +227,8 @@ def encode_image(layout: VocLayout, voc_split: str, image_id: str, options: imag
         numbers = ", ".join(f"{n} ({objects[n - 1].name})" for n in clipped)
         warnings.append(f"{xml_path}: boxes of objects {numbers} reach outside the {width}x{height} image; clipped")
     devkit = devkit_values(objects, layout.classes)
-    values = records.image_values(image.jpeg, image.height, image.width, f"{image_id}.jpg", image_id)
+    values = records.image_values(image.jpeg, image.height, image.width, f"{image_id}.jpg", image_id,
+                                  image.fingerprint)
     values.update({
         records.MULTI_HOT: [int(v == POSITIVE) for v in devkit],
         records.DIFFICULT_ONLY: [int(v == DIFFICULT_ONLY) for v in devkit],
@@ -241,7 +243,7 @@ def encode_image(layout: VocLayout, voc_split: str, image_id: str, options: imag
         records.OBJECT_VIEW: [o.pose for o in objects],
     })
     example = records.serialize(records.MULTI_LABEL_FEATURES, values)
-    return VocRecord(example, values[records.SHA256], tuple(devkit), tuple(warnings))
+    return VocRecord(example, values[records.SHA256], image.fingerprint, tuple(devkit), tuple(warnings))
 
 
 def label_counts(classes: Sequence[str], devkit: Sequence[int]) -> tuple[str, ...]:
@@ -294,7 +296,8 @@ class EncodeVocImage(EncodeDoFn):
             yield DevkitLabels((split, image_id), record.devkit)
         counts = label_counts(self._layout.classes, record.devkit)
         key = sort_key(self._seed, split, image_id)
-        yield self.encoded(Encoded(split, key, record.example, counts, record.sha256, self._layout.image(image_id)))
+        yield self.encoded(Encoded(split, key, record.example, counts, record.sha256, record.fingerprint,
+                                   self._layout.image(image_id)))
 
 
 def _read_split_file(split_file: tuple[str, str], layout: VocLayout):

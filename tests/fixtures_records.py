@@ -6,7 +6,6 @@ steps. Multi-label: each class is a colour; an image shows a random subset as a 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 
@@ -14,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from recordkit import metadata, records
+from recordkit import metadata, near_duplicates, records
 
 COLOURS = [(230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230)]
 
@@ -41,12 +40,8 @@ def _multi_image(present: np.ndarray, size: int, rng: np.random.Generator) -> np
 
 
 def _image_values(name: str, encoded: bytes, size: int) -> dict:
-    return {
-        records.ENCODED: encoded, records.FORMAT: "JPEG", records.HEIGHT: size,
-        records.WIDTH: size, records.CHANNELS: 3, records.COLORSPACE: "RGB",
-        records.FILENAME: f"{name}.jpg", records.SOURCE_ID: name,
-        records.SHA256: hashlib.sha256(encoded).hexdigest(),
-    }
+    fingerprint = near_duplicates.fingerprint(Image.open(io.BytesIO(encoded)))
+    return records.image_values(encoded, size, size, f"{name}.jpg", name, fingerprint)
 
 
 def _record(label_kind: str, classes: list[str], index: int, size: int, rng) -> tuple[bytes, list[str]]:

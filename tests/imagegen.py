@@ -19,6 +19,28 @@ def pattern(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.
     return image if mode == "RGB" else image.convert(mode)
 
 
+def scene(size: int = 128, seed: int = 0) -> Image.Image:
+    """A picture with structure at every scale (coarse random shapes, finer texture), unlike
+    `pattern`: two seeds give images no perceptual hash confuses, as two photos would."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "RGB").resize((size, size), Image.Resampling.BICUBIC)
+    fine = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "RGB").resize((size, size), Image.Resampling.BICUBIC)
+    pixels = 0.75 * np.asarray(coarse, np.float64) + 0.25 * np.asarray(fine, np.float64)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def near_copies(image: Image.Image) -> dict[str, bytes]:
+    """The near copies of bench_near_duplicates: re-saved at quality 60, resized to 90 %,
+    cropped by 4 % per side."""
+    width, height = image.size
+    dx, dy = round(width * 0.04), round(height * 0.04)
+    return {
+        "q60": encode(image, quality=60),
+        "resize90": encode(image.resize((round(width * 0.9), round(height * 0.9)), Image.Resampling.BILINEAR), quality=95),
+        "crop4": encode(image.crop((dx, dy, width - dx, height - dy)), quality=95),
+    }
+
+
 def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
     out = io.BytesIO()
     image.save(out, format=fmt, **kwargs)

@@ -378,6 +378,57 @@ def test_drop_duplicates_keeps_one_train_copy_and_drops_conflicts(dataset, tmp_p
     assert info.duplicates["dropped"] == 4
 
 
+def plant_near_copies(root: pathlib.Path) -> None:
+    """Two pictures, each with a near copy: a re-save in validation (a leak) and a crop under
+    another class (one label is wrong)."""
+    for name, seed in (("harbour", 1), ("dunes", 2)):
+        (root / "train" / "water" / f"{name}.jpg").write_bytes(imagegen.encode(imagegen.scene(128, seed), quality=95))
+    copies = imagegen.near_copies(imagegen.scene(128, 1))
+    (root / "validation" / "water" / "harbour_q60.jpg").write_bytes(copies["q60"])
+    (root / "train" / "rock" / "dunes_crop.jpg").write_bytes(imagegen.near_copies(imagegen.scene(128, 2))["crop4"])
+
+
+def test_near_copies_are_reported_in_the_summary_report_and_dataset_json(dataset, tmp_path, capsys):
+    plant_near_copies(dataset)
+    out = tmp_path / "out"
+    assert main(["convert", "-t", str(dataset), "--output-dir", str(out), "--num-threads", "1",
+                 "--dataset-name", "ds", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "near duplicates (pairs): same image twice in a split: 0, same image in more than one split " \
+           "(validation leaks into training): 1, same image under different labels: 1" in printed
+    findings = json.loads((out / "report.json").read_text())["near_duplicates"]
+    assert [(f["kind"], copies(f)) for f in findings] == [
+        ("across_splits", [("train", "harbour.jpg"), ("validation", "harbour_q60.jpg")]),
+        ("conflicting_labels", [("train", "dunes_crop.jpg"), ("train", "dunes.jpg")]),
+    ]
+    assert all(f["distance"]["hash_bits"] <= 14 and f["dropped"] == [] for f in findings)
+    info = metadata.load(str(out))
+    assert info.near_duplicates == {"checked": True, "within_split": 0, "across_splits": 1,
+                                    "conflicting_labels": 1, "dropped": 0}
+    assert info.splits["train"].num_records == 12 + 3 and info.splits["validation"].num_records == 5 + 1
+
+
+def test_drop_near_duplicates_and_turning_the_search_off(dataset, tmp_path, capsys):
+    plant_near_copies(dataset)
+    out = tmp_path / "out"
+    assert main(["convert", "-t", str(dataset), "--output-dir", str(out), "--num-threads", "1",
+                 "--dataset-name", "ds", "--no-progress", "--drop-near-duplicates"]) == 0
+    assert "--drop-near-duplicates left out 3 copies" in capsys.readouterr().out
+    info = metadata.load(str(out))
+    names = {split: sorted(r["image/filename"].decode() for r in read_records(info.shard_paths(str(out), split)))
+             for split in info.splits}
+    assert "harbour.jpg" in names["train"] and "harbour_q60.jpg" not in names["validation"]
+    assert "dunes.jpg" not in names["train"] and "dunes_crop.jpg" not in names["train"]
+    assert info.near_duplicates["dropped"] == 3 and info.duplicates["dropped"] == 0
+
+    off = tmp_path / "off"
+    assert main(["convert", "-t", str(dataset), "--output-dir", str(off), "--num-threads", "1",
+                 "--dataset-name", "ds", "--no-progress", "--no-near-duplicates"]) == 0
+    assert "near duplicates: not checked (--no-near-duplicates)" in capsys.readouterr().out
+    assert json.loads((off / "report.json").read_text())["near_duplicates"] == []
+    assert metadata.load(str(off)).near_duplicates["checked"] is False
+
+
 @pytest.mark.slow
 @needs_satellite
 def test_tutorial_command_on_the_real_satellite_dataset(tmp_path, monkeypatch, capsys):

@@ -202,7 +202,7 @@ def multi_label_dataset(directory) -> metadata.DatasetInfo:
     jpegs[4] = jpegs[1]  # same image, different labels
     serialized = []
     for k, ((hot, difficult), jpeg) in enumerate(zip(labelled, jpegs)):
-        values = records.image_values(jpeg, 30, 40, f"{k}.jpg", f"img{k}")
+        values = records.image_values(jpeg, 30, 40, f"{k}.jpg", f"img{k}", "")  # no fingerprint, as before 0.x
         objects = [c for c in range(3) if hot[c] or difficult[c]]
         values.update({
             records.MULTI_HOT: hot, records.DIFFICULT_ONLY: difficult,
@@ -236,6 +236,7 @@ def test_multi_label_positives_difficult_only_and_conflicts(tmp_path):
     }
     [finding] = report.duplicates
     assert finding.kind == "conflicting_labels"
+    assert report.near_duplicates == [] and report.unfingerprinted == 5  # records without fingerprints
     assert [(c.path, c.label, c.shard, c.index) for c in finding.copies] == [
         ("img1", ("cat", "dog"), "voc_trainval_00000-of-00002.tfrecord", 1),
         ("img4", ("cat", "car"), "voc_trainval_00001-of-00002.tfrecord", 1),
@@ -261,6 +262,33 @@ def test_a_real_voc_conversion_agrees_with_its_dataset_json(tmp_path):
     train = report.splits["train"].per_class
     assert (train["cat"], train["dog"]) == ({"positive": 2, "difficult_only": 0}, {"positive": 1, "difficult_only": 1})
     assert report.splits["validation"].per_class["car"] == {"positive": 1, "difficult_only": 0}
+
+
+def test_near_copies_are_found_as_the_conversion_found_them(tmp_path, capsys):
+    root = tmp_path / "pic"
+    imagegen.write_folder_dataset(root, {"train": {"a": 3, "b": 2}, "validation": {"a": 1, "b": 1}})
+    picture = imagegen.scene(128, 4)
+    (root / "train" / "a" / "scene.jpg").write_bytes(imagegen.encode(picture, quality=95))
+    copies = imagegen.near_copies(picture)
+    (root / "validation" / "a" / "scene_small.jpg").write_bytes(copies["resize90"])
+    (root / "train" / "b" / "scene_q60.jpg").write_bytes(copies["q60"])
+    options = ConvertOptions(input_dir=str(root), dataset_name="ds", output_dir=str(tmp_path / "out"), num_workers=1)
+    convert_folders(options, show_progress=False)
+    converted = json.loads((tmp_path / "out" / "report.json").read_text())["near_duplicates"]
+    report, _ = inspect.inspect(str(tmp_path / "out"))
+    found = [(f.kind, [(c.split, c.path) for c in f.copies]) for f in report.near_duplicates]
+    # Three mutual near copies: the two in train under different labels, and each of them
+    # with the validation copy (with a/scene.jpg a leak; with b/scene_q60.jpg a label conflict).
+    assert found == [("conflicting_labels", [("train", "a/scene.jpg"), ("train", "b/scene_q60.jpg")]),
+                     ("conflicting_labels", [("train", "b/scene_q60.jpg"), ("validation", "a/scene_small.jpg")]),
+                     ("across_splits", [("train", "a/scene.jpg"), ("validation", "a/scene_small.jpg")])]
+    assert sorted(found, key=str) == sorted(
+        [(f["kind"], [(c["split"], c["path"].split(f"{c['split']}/", 1)[1]) for c in f["copies"]]) for f in converted], key=str)
+    assert report.unfingerprinted == 0
+    assert main(["inspect", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out
+    assert "near duplicates (image/key/fingerprint: re-saved, resized or cropped a little): 3 pairs" in table
+    assert "train/a/scene.jpg (a) ~ validation/a/scene_small.jpg (a)" in table
 
 
 def test_contact_sheet_has_a_row_of_each_class_images(tmp_path):

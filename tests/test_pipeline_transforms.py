@@ -2,7 +2,8 @@
 
 The end-to-end tests show the files; these pin the rules: ranks follow the seeded sort key
 exactly, shards differ in size by at most one even when a key range straddles a shard
-boundary, duplicates keep the documented copy, and the report parts merge in sorted order.
+boundary, duplicates keep the documented copy, near copies are paired once and dropped by the
+same rules, and the report parts merge in sorted order.
 """
 
 import hashlib
@@ -13,7 +14,7 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from recordkit import duplicates, pipeline, ranking, report
+from recordkit import duplicates, near_duplicates, pipeline, ranking, report
 from recordkit.pipeline import Ref, Skipped, Spilled
 
 
@@ -58,13 +59,14 @@ def test_range_offsets_count_every_split_on_its_own():
     }
 
 
-def spilled(split: str, path: str, image: str, label: str = "a") -> Spilled:
+FAR = "0" * 16 + "80" * 12  # a fingerprint no test image is near (hash differs in every row)
+
+
+def spilled(split: str, path: str, image: str, label: str = "a", fingerprint: str = "") -> Spilled:
+    """A record of `image` (a name: same name, same bytes); without a fingerprint, one of its own."""
     sha = hashlib.sha256(image.encode()).hexdigest()
-    return Spilled(split, pipeline.sort_key(0, split, path), (label,), sha, path, "run", 0, 1)
-
-
-def as_ref(s: Spilled) -> Ref:
-    return Ref(s.split, s.sort_key, s.counts, s.run, s.offset, s.length)
+    fingerprint = fingerprint or (sha[:16] + "80" * 12)
+    return Spilled(split, pipeline.sort_key(0, split, path), (label,), sha, fingerprint, path, "run", 0, 1)
 
 
 def test_duplicates_keep_the_first_train_copy_and_drop_conflicting_labels_everywhere():
@@ -73,7 +75,7 @@ def test_duplicates_keep_the_first_train_copy_and_drop_conflicting_labels_everyw
     conflict = [spilled("train", "t/cat.jpg", "z", "cat"), spilled("train", "t/dog.jpg", "z", "dog")]
     single = [spilled("train", "t/only.jpg", "w")]
     records = within + leak + conflict + single
-    kept = [as_ref(s) for s in (within[1], leak[1], single[0])]  # first by path; train before validation
+    kept = [within[1], leak[1], single[0]]  # first by path; train before validation
     with test_pipeline.TestPipeline() as p:
         refs, findings = p | beam.Create(records) | pipeline.ResolveDuplicates(drop=True)
         assert_that(refs, equal_to(kept), label="kept")
@@ -86,8 +88,50 @@ def test_without_drop_every_copy_is_written_and_still_reported():
     records = [spilled("train", "t/a.jpg", "x"), spilled("validation", "v/a.jpg", "x")]
     with test_pipeline.TestPipeline() as p:
         refs, findings = p | beam.Create(records) | pipeline.ResolveDuplicates(drop=False)
-        assert_that(refs, equal_to([as_ref(s) for s in records]), label="kept")
+        assert_that(refs, equal_to(records), label="kept")
         assert_that(findings | beam.Map(lambda f: f.kind), equal_to([duplicates.ACROSS_SPLITS]), label="kinds")
+
+
+def near(fingerprint: str, bits: int, colour_step: int = 0) -> str:
+    """`fingerprint` with its lowest `bits` hash bits flipped and every colour value moved."""
+    parsed = near_duplicates.parse(fingerprint)
+    flipped = parsed.bits ^ ((1 << bits) - 1)
+    return flipped.to_bytes(8, "big").hex() + bytes(c + colour_step for c in parsed.colours).hex()
+
+
+BASE = "9a3c5e7f11224488" + "80" * 12
+
+
+def test_near_copies_are_paired_once_and_judged_like_exact_ones():
+    original = spilled("train", "t/a.jpg", "a", fingerprint=BASE)
+    resaved = spilled("train", "t/b.jpg", "b", fingerprint=near(BASE, 6, 2))  # within both thresholds
+    leak = spilled("validation", "v/a.jpg", "c", fingerprint=near(BASE, 3))
+    other_colour = spilled("train", "t/c.jpg", "d", fingerprint=near(BASE, 0, 20))  # same hash, other colours
+    exact = spilled("train", "t/d.jpg", "a", fingerprint=BASE)  # same bytes as t/a.jpg: an exact duplicate
+    unrelated = spilled("train", "t/e.jpg", "e")
+    records = [original, resaved, leak, other_colour, exact, unrelated]
+    with test_pipeline.TestPipeline() as p:
+        kept, findings = p | beam.Create(records) | pipeline.FindNearDuplicates(drop=False)
+        assert_that(kept, equal_to(records), label="kept")
+        # A pair shares all 8 bucket rows but is reported once; the exact copy is left to the
+        # exact check, and every later image pairs with its first near leader (t/a.jpg).
+        pairs = findings | beam.Map(lambda f: (f.kind, tuple(c.path for c in f.copies), tuple(c.path for c in f.dropped)))
+        assert_that(pairs, equal_to([
+            (duplicates.WITHIN_SPLIT, ("t/a.jpg", "t/b.jpg"), ("t/b.jpg",)),
+            (duplicates.ACROSS_SPLITS, ("t/a.jpg", "v/a.jpg"), ("v/a.jpg",)),
+        ]), label="pairs")
+
+
+def test_drop_near_duplicates_keeps_the_first_and_drops_both_under_conflicting_labels():
+    original = spilled("train", "t/a.jpg", "a", fingerprint=BASE)
+    copy = spilled("validation", "v/a.jpg", "b", fingerprint=near(BASE, 5))
+    cat = spilled("train", "t/cat.jpg", "c", "cat", fingerprint=near(FAR, 0))
+    dog = spilled("train", "t/dog.jpg", "d", "dog", fingerprint=near(FAR, 4, 1))
+    with test_pipeline.TestPipeline() as p:
+        kept, findings = p | beam.Create([original, copy, cat, dog]) | pipeline.FindNearDuplicates(drop=True)
+        assert_that(kept, equal_to([original]), label="kept")
+        assert_that(findings | beam.Map(lambda f: (f.kind, len(f.dropped))),
+                    equal_to([(duplicates.ACROSS_SPLITS, 1), (duplicates.CONFLICTING_LABELS, 2)]), label="kinds")
 
 
 def test_report_parts_merge_into_one_sorted_list(tmp_path):

@@ -53,6 +53,11 @@ def register(commands) -> None:
     add(parser, "drop-duplicates", action="store_true",
               help="keep one copy of identical images: the first train copy (by path); an image "
               "under different labels is dropped everywhere (default: keep all, report them)")
+    add(parser, "drop-near-duplicates", action="store_true",
+              help="the same rule for near copies (the same photo re-saved, resized or cropped a "
+              "little): keep the first, drop the rest; both when their labels differ")
+    add(parser, "no-near-duplicates", action="store_true",
+              help="skip the search for near copies (exact duplicates are still found)")
     add(parser, "no-progress", action="store_true", help="no progress bar")
     add(parser, "verbose", "-v", action="store_true",
               help="show Beam's and the workers' log lines (default: kept in a log file, named if the run fails)")
@@ -119,6 +124,8 @@ def options_from(args):
         strict=args.strict,
         validation_fraction=args.validation_fraction,
         drop_duplicates=args.drop_duplicates,
+        near_duplicates=not args.no_near_duplicates,
+        drop_near_duplicates=args.drop_near_duplicates,
     )
 
 
@@ -219,6 +226,10 @@ def print_summary(result) -> None:
     else:
         print("skipped: 0 files")
     print_duplicates(report["duplicates"])
+    if result.info is not None and not result.info.near_duplicates.get("checked"):
+        print("near duplicates: not checked (--no-near-duplicates)")
+    else:
+        print_duplicates(report.get("near_duplicates", []), "near duplicates (pairs)", "--drop-near-duplicates", " ~ ")
     rate = result.records / result.seconds if result.seconds else 0.0
     print(f"time: {result.seconds:.1f} s, {rate:.0f} images/s")
     if result.info is None:
@@ -228,19 +239,21 @@ def print_summary(result) -> None:
         print(f"wrote {shards} shards, label.txt and dataset.json to {result.output_dir}")
 
 
-def print_duplicates(findings: list[dict]) -> None:
+def print_duplicates(findings: list[dict], title: str = "duplicates", flag: str = "--drop-duplicates",
+                     between: str = " = ") -> None:
+    """Exact duplicates (groups of copies), or near ones (pairs, `between` " ~ "), worst kind first."""
     from recordkit.duplicates import DESCRIPTIONS
 
     if not findings:
-        print("duplicates: none")
+        print(f"{title}: none")
         return
     counts = ", ".join(f"{text}: {sum(f['kind'] == k for f in findings)}" for k, text in DESCRIPTIONS.items())
-    print(f"duplicates: {counts} (details in report.json)")
-    for finding in findings[:5]:
-        paths = " = ".join(f"{c['path']} [{','.join(c['label'])}]" for c in finding["copies"])
+    print(f"{title}: {counts} (details in report.json)")
+    for finding in sorted(findings, key=lambda f: -list(DESCRIPTIONS).index(f["kind"]))[:5]:
+        paths = between.join(f"{c['path']} [{','.join(c['label'])}]" for c in finding["copies"])
         print(f"  {DESCRIPTIONS[finding['kind']]}: {paths}")
     if len(findings) > 5:
         print(f"  ... and {len(findings) - 5} more")
     dropped = sum(len(f["dropped"]) for f in findings)
     if dropped:
-        print(f"  --drop-duplicates left out {dropped} copies")
+        print(f"  {flag} left out {dropped} copies")

@@ -61,6 +61,7 @@ def format_table(report) -> str:
     lines += [""] + _classes_table(report)
     lines += [""] + _sizes_table(report)
     lines += [""] + _duplicates(report)
+    lines += [""] + _near_duplicates(report)
     lines += [""] + _problems(report)
     return "\n".join(lines)
 
@@ -130,6 +131,26 @@ def _duplicates(report) -> list[str]:
             lines.append(f"    {copies}")
         if len(findings) > LISTED:
             lines.append(f"    ... and {len(findings) - LISTED} more (--json lists all)")
+    return lines
+
+
+def _near_duplicates(report) -> list[str]:
+    from recordkit.duplicates import DESCRIPTIONS
+
+    title = "near duplicates (image/key/fingerprint: re-saved, resized or cropped a little)"
+    unchecked = f" ({report.unfingerprinted} records have no fingerprint: converted by an older recordkit)"
+    if not report.near_duplicates:
+        return [f"{title}: none" + (unchecked if report.unfingerprinted else "")]
+    count = len(report.near_duplicates)
+    lines = [f"{title}: {count} pair{'s' if count > 1 else ''}" + (unchecked if report.unfingerprinted else "")]
+    for kind, text in reversed(DESCRIPTIONS.items()):
+        found = [f for f in report.near_duplicates if f.kind == kind]
+        if found:
+            lines.append(f"  {text.replace('same image', 'near copies')}: {len(found)}")
+            lines += ["    " + " ~ ".join(f"{c.split}/{c.path} ({', '.join(c.label) or 'no label'})" for c in f.copies)
+                      for f in found[:LISTED]]
+            if len(found) > LISTED:
+                lines.append(f"    ... and {len(found) - LISTED} more (--json lists all)")
     return lines
 
 
