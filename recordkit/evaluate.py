@@ -247,8 +247,15 @@ def _label_issue_lines(report: Report) -> list[str]:
                      "  p(given)  p(suggested)")
         for rank, (name, row) in enumerate(zip(names, issues), 1):
             lines.append(f"{rank:>4}  {name:<{file_w}}  {row['given']:<{given_w}}  "
-                         f"{row['suggested']:<{suggested_w}}  {row['p_given']:>8.4f}  {row['p_suggested']:>12.4f}")
+                         f"{row['suggested']:<{suggested_w}}  {_probability(row['p_given']):>8}  "
+                         f"{_probability(row['p_suggested']):>12}")
     return lines
+
+
+def _probability(p: float) -> str:
+    """4 decimals, or 2 significant digits below 0.0001: the likeliest errors' p(given) is tiny,
+    and a column of 0.0000 would hide their order."""
+    return f"{p:.4f}" if p >= 1e-4 or p == 0 else f"{p:.1e}"
 
 
 def _number(value: float) -> str:

@@ -196,14 +196,14 @@ def test_table_lists_label_issues_flagged_count_and_in_sample_note():
     report.label_issues_requested, report.label_issues_flagged = 3, 2
     report.label_issues = [
         {"index": 4, "source_id": "water/b.jpg", "filename": "b.jpg", "given": "water",
-         "suggested": "cloud", "p_given": 0.012, "p_suggested": 0.95},
+         "suggested": "cloud", "p_given": 0.000012, "p_suggested": 0.95},
         {"index": 1, "source_id": "", "filename": "", "given": "cloud", "suggested": "desert",
          "p_given": 0.2, "p_suggested": 0.7},
     ]
     table = evaluate.format_table(report)
     assert "2 of 5 records flagged (fewer than the 3 asked for), all listed" in table
     rows = [line.split() for line in table.splitlines()]
-    assert ["1", "water/b.jpg", "water", "cloud", "0.0120", "0.9500"] in rows
+    assert ["1", "water/b.jpg", "water", "cloud", "1.2e-05", "0.9500"] in rows
     assert ["2", "record", "1", "cloud", "desert", "0.2000", "0.7000"] in rows  # no ids stored
     assert "in-sample" not in table
     report.label_issues_in_sample = True
