@@ -37,7 +37,8 @@ def replicate(times: int, source: pathlib.Path = SATELLITE) -> pathlib.Path:
     """SCRATCH/satellite_x{times}: every image `times` times under new names.
 
     Each copy gets a JPEG comment naming it, so copies are distinct files (as in a real
-    dataset) and the converter's duplicate finder has nothing to report; pixels are unchanged.
+    dataset) and the exact-duplicate finder has nothing to report; pixels are unchanged, so
+    the copies are near duplicates of each other (benchmarks pass --no-near-duplicates).
     """
     root = SCRATCH / f"satellite_x{times}"
     done = root / ".complete"
@@ -116,11 +117,11 @@ class Run:
     tree_mib: float = 0.0  # the largest sum of RSS over the whole process tree at one sample
 
 
-def run_command(args: Sequence[str], cwd: pathlib.Path = REPO) -> Run:
+def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict | None = None) -> Run:
     """Run `args`, sampling the RSS of the process tree every 50 ms (the kernel's peak for
-    the launcher, the largest sample for any descendant)."""
+    the launcher, the largest sample for any descendant); `env` adds to QUIET_ENV."""
     start, cpu_before = time.monotonic(), _children_cpu()
-    process = subprocess.Popen(list(args), cwd=cwd, env=QUIET_ENV, stdout=subprocess.PIPE,
+    process = subprocess.Popen(list(args), cwd=cwd, env={**QUIET_ENV, **(env or {})}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     peaks = {"launcher": 0.0, "workers": 0.0, "tree": 0.0}
     stop = threading.Event()
@@ -212,10 +213,22 @@ def _plain(value):
     return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
 
 
-def convert(root: pathlib.Path, out: pathlib.Path, *extra: str, workers: int = 2) -> Run:
-    """The whole `recordkit convert` command, as a user runs it (imports and start-up included)."""
+def convert(root: pathlib.Path, out: pathlib.Path, *extra: str, workers: int = 2, code: pathlib.Path | None = None) -> Run:
+    """The whole `recordkit convert` command, as a user runs it (imports and start-up included);
+    `code`: another checkout's recordkit package instead of this one (e.g. an older commit). It
+    also runs there: Beam's worker processes put their working folder first on sys.path."""
     return run_command([str(pathlib.Path(PYTHON).parent / "recordkit"), "convert", "-t", str(root), "--output-dir", str(out),
-                        "--num-threads", str(workers), "--no-progress", *extra])
+                        "--num-threads", str(workers), "--no-progress", *extra],
+                       cwd=code or REPO, env={"PYTHONPATH": str(code)} if code else None)
+
+
+def checkout(revision: str) -> pathlib.Path:
+    """SCRATCH/recordkit-<revision>: the repository at `revision` (a detached git worktree)."""
+    where = SCRATCH / f"recordkit-{revision}"
+    if not (where / "recordkit").exists():
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(where), revision], cwd=REPO, check=True,
+                       capture_output=True)
+    return where
 
 
 def converted(root: pathlib.Path, image_size: int | None) -> pathlib.Path:

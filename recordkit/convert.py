@@ -9,6 +9,7 @@ imports TensorFlow: the workers start in about a second.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -50,6 +51,9 @@ class ConvertOptions:
     drop_near_duplicates: bool = False
 
     def __post_init__(self):
+        # One switch: without the search, the workers do not take fingerprints either.
+        search = self.near_duplicates or self.drop_near_duplicates
+        object.__setattr__(self, "image", dataclasses.replace(self.image, fingerprint=search))
         if not DATASET_NAME.fullmatch(self.dataset_name):
             raise RecordkitError(
                 f"dataset name {self.dataset_name!r}: use letters, digits, '.', '-' and '_' "

@@ -126,7 +126,7 @@ class Report:
     splits: dict[str, SplitReport]
     duplicates: list[Finding]
     near_duplicates: list[NearFinding]
-    unfingerprinted: int  # records without a fingerprint (converted before it existed): not searched
+    unfingerprinted: int  # records without a fingerprint (--no-near-duplicates, or older): not searched
     problems: list[Problem]
 
     def to_json(self) -> dict:

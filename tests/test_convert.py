@@ -13,7 +13,7 @@ from PIL import Image
 
 import imagegen
 from shared_data import SATELLITE, needs_satellite
-from recordkit import convert, images, metadata, records
+from recordkit import convert, images, inspect, metadata, records
 from recordkit.cli import main
 from recordkit.convert import ConvertOptions
 from recordkit.folders import convert_folders
@@ -427,6 +427,8 @@ def test_drop_near_duplicates_and_turning_the_search_off(dataset, tmp_path, caps
     assert "near duplicates: not checked (--no-near-duplicates)" in capsys.readouterr().out
     assert json.loads((off / "report.json").read_text())["near_duplicates"] == []
     assert metadata.load(str(off)).near_duplicates["checked"] is False
+    report, _ = inspect.inspect(str(off))  # the workers took no fingerprints either
+    assert report.unfingerprinted == info.splits["train"].num_records + info.splits["validation"].num_records + 3
 
 
 @pytest.mark.slow

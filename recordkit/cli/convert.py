@@ -57,7 +57,8 @@ def register(commands) -> None:
               help="the same rule for near copies (the same photo re-saved, resized or cropped a "
               "little): keep the first, drop the rest; both when their labels differ")
     add(parser, "no-near-duplicates", action="store_true",
-              help="skip the search for near copies (exact duplicates are still found)")
+              help="skip the search for near copies and the fingerprints it needs (exact duplicates "
+              "are still found)")
     add(parser, "no-progress", action="store_true", help="no progress bar")
     add(parser, "verbose", "-v", action="store_true",
               help="show Beam's and the workers' log lines (default: kept in a log file, named if the run fails)")

@@ -138,7 +138,8 @@ def _near_duplicates(report) -> list[str]:
     from recordkit.duplicates import DESCRIPTIONS
 
     title = "near duplicates (image/key/fingerprint: re-saved, resized or cropped a little)"
-    unchecked = f" ({report.unfingerprinted} records have no fingerprint: converted by an older recordkit)"
+    unchecked = (f" ({report.unfingerprinted} records have no fingerprint: converted with --no-near-duplicates "
+                 "or by an older recordkit)")
     if not report.near_duplicates:
         return [f"{title}: none" + (unchecked if report.unfingerprinted else "")]
     count = len(report.near_duplicates)
