@@ -51,9 +51,10 @@ class ConvertOptions:
     drop_near_duplicates: bool = False
 
     def __post_init__(self):
-        # One switch: without the search, the workers do not take fingerprints either.
-        search = self.near_duplicates or self.drop_near_duplicates
-        object.__setattr__(self, "image", dataclasses.replace(self.image, fingerprint=search))
+        # One switch: dropping near copies searches for them; without the search, the workers
+        # take no fingerprints either.
+        object.__setattr__(self, "near_duplicates", self.near_duplicates or self.drop_near_duplicates)
+        object.__setattr__(self, "image", dataclasses.replace(self.image, fingerprint=self.near_duplicates))
         if not DATASET_NAME.fullmatch(self.dataset_name):
             raise RecordkitError(
                 f"dataset name {self.dataset_name!r}: use letters, digits, '.', '-' and '_' "
@@ -109,7 +110,7 @@ def dataset_target(
         num_shards={"train": options.train_shards, "validation": options.validation_shards},
         strict=options.strict,
         drop_duplicates=options.drop_duplicates,
-        near_duplicates=options.near_duplicates or options.drop_near_duplicates,
+        near_duplicates=options.near_duplicates,
         drop_near_duplicates=options.drop_near_duplicates,
         **target_options,
     )

@@ -35,15 +35,11 @@ class Finding(NamedTuple):
 
     def as_json(self, dropped: bool) -> dict:
         """`dropped`: whether the conversion dropped copies, or only reports them."""
-
-        def copy(c: Copy) -> dict:
-            return {"split": c.split, "path": c.path, "label": list(c.label)}
-
         return {
             "kind": self.kind,
             "sha256": self.sha256,
-            "copies": [copy(c) for c in self.copies],
-            "dropped": [copy(c) for c in self.dropped] if dropped else [],
+            "copies": [copy_json(c) for c in self.copies],
+            "dropped": [copy_json(c) for c in self.dropped] if dropped else [],
         }
 
 
@@ -55,9 +51,18 @@ def kind_of(copies: Iterable) -> str:
     return ACROSS_SPLITS if len({c.split for c in copies}) > 1 else WITHIN_SPLIT
 
 
+def keep_order(c: Copy) -> tuple:
+    """The order copies are kept in: train first, then by path."""
+    return c.split != "train", c.path, c.split
+
+
+def copy_json(c: Copy) -> dict:
+    return {"split": c.split, "path": c.path, "label": list(c.label)}
+
+
 def classify(sha256: str, copies: Iterable[Copy]) -> Finding | None:
     """The finding for all copies of one image, or None when there is only one copy."""
-    copies = tuple(sorted(copies, key=lambda c: (c.split != "train", c.path, c.split)))
+    copies = tuple(sorted(copies, key=keep_order))
     if len(copies) < 2:
         return None
     kind = kind_of(copies)

@@ -42,7 +42,7 @@ class ImageOptions:
     resize_mode: str = "stretch"
     jpeg_quality: int = 95
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485
-    fingerprint: bool = True  # take near_duplicates.fingerprint (about 0.1-0.2 ms); off: ""
+    fingerprint: bool = False  # take near_duplicates.fingerprint (about 0.1-0.2 ms); off: ""
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
@@ -95,7 +95,7 @@ def _convert(data: bytes, image: Image.Image, options: ImageOptions) -> EncodedI
     upright = image.getexif().get(_EXIF_ORIENTATION, 1) == 1
     if image.format == "JPEG" and image.mode == "RGB" and upright and options.size is None:
         width, height = image.size
-        jpeg = _validate_jpeg(data, image)
+        jpeg = _validate_jpeg(data, image, options.fingerprint)
         return EncodedImage(jpeg, height, width, _fingerprint(image, options))
     return _reencode(image, options)
 
@@ -123,10 +123,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _validate_jpeg(data: bytes, image: Image.Image) -> bytes:
-    """The JPEG's bytes, checked by a decode at 1/8 scale: every entropy-coded byte is still
-    read (truncation and most corruption fail), but the costly inverse DCT and colour
-    conversion are mostly skipped (the small decode stays in `image`, for the fingerprint).
+def _validate_jpeg(data: bytes, image: Image.Image, fingerprint: bool) -> bytes:
+    """The JPEG's bytes, checked by a decode at 1/8 scale (not below 32 pixels when a
+    fingerprint is taken of it): every entropy-coded byte is still read (truncation and most
+    corruption fail), but the costly inverse DCT and colour conversion are mostly skipped (the
+    small decode stays in `image`, for the fingerprint).
     Bytes after the end-of-image marker (the video phones append to Motion Photos) are not
     part of the image and are left out."""
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
@@ -135,7 +136,7 @@ def _validate_jpeg(data: bytes, image: Image.Image) -> bytes:
             raise BadImage("truncated JPEG (no end-of-image marker)")
         data = data[:end]
     # Not below the fingerprint's thumbnail: a 128-pixel image decoded at 1/8 would give 16.
-    side = near_duplicates.THUMBNAIL
+    side = near_duplicates.THUMBNAIL if fingerprint else 1
     image.draft("RGB", (min(image.width, max(side, image.width // 8)), min(image.height, max(side, image.height // 8))))
     image.load()
     return data

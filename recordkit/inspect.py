@@ -126,7 +126,7 @@ class Report:
     splits: dict[str, SplitReport]
     duplicates: list[Finding]
     near_duplicates: list[NearFinding]
-    unfingerprinted: int  # records without a fingerprint (--no-near-duplicates, or older): not searched
+    unfingerprinted: int  # records without a usable fingerprint (--no-near-duplicates, older): not searched
     problems: list[Problem]
 
     def to_json(self) -> dict:
@@ -344,7 +344,8 @@ def summarize(directory: str, info: metadata.DatasetInfo, contents: dict[str, Sp
         splits=splits,
         duplicates=find_duplicates(info, contents),
         near_duplicates=find_near_duplicates(info, contents),
-        unfingerprinted=sum(not f for split_records in contents.values() for f in split_records.fingerprint),
+        unfingerprinted=sum(not near_duplicates.usable(f) for split_records in contents.values()
+                            for f in split_records.fingerprint),
         problems=[p for split, split_records in contents.items()
                   for p in [*_count_problems(info, split, split_records, splits[split]), *split_records.problems]],
     )
@@ -438,13 +439,12 @@ def find_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords
                                            f.copies[0].path))
 
 
-
 def find_near_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]) -> list[NearFinding]:
     """Near pairs by the conversion's rules (near_duplicates.find_pairs), worst kind first."""
     where = {}
     members = []
     for copy, digest, fingerprint in _copies(info, contents):
-        if fingerprint:
+        if near_duplicates.usable(fingerprint):
             member = near_duplicates.Member(copy.split, copy.path, copy.label, digest, fingerprint)
             where[member] = copy
             members.append(member)

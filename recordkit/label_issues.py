@@ -9,7 +9,9 @@ Northcutt, Jiang and Chuang, "Confident Learning: Estimating Uncertainty in Data
 2. each record goes to the confident joint at (given label, j*), where j* is the most
    probable class among those whose p_j reaches t_j (records reaching none are not counted);
 3. records off the diagonal (j* is not the given label) are the likely label errors, j* the
-   suggested label, ranked by self-confidence (p of the given label), least likely first.
+   suggested label, ranked by self-confidence (p of the given label), least likely first;
+   as in cleanlab, a record whose most probable class is its given label is not one (the
+   model agrees with the label, even if another class also reached its threshold).
 
 About 30 lines of numpy, so recordkit does not depend on cleanlab (which brings scikit-learn
 and pandas) for it. The probabilities must be out-of-sample: on the records a model trained
@@ -94,7 +96,7 @@ def find(probs: np.ndarray, labels: np.ndarray, n: int) -> LabelIssues:
         raise ValueError(f"probabilities {probs.shape} and labels {labels.shape} do not match")
     t = thresholds(probs, labels)
     suggested = confident_classes(probs, t)
-    flagged = np.flatnonzero((suggested >= 0) & (suggested != labels))
+    flagged = np.flatnonzero((suggested >= 0) & (suggested != labels) & (probs.argmax(axis=1) != labels))
     self_confidence = probs[flagged, labels[flagged]]
     order = flagged[np.lexsort((flagged, self_confidence))][:max(n, 0)]
     top = [LabelIssue(int(i), int(labels[i]), int(suggested[i]), float(probs[i, labels[i]]),

@@ -8,12 +8,13 @@ MAX_COLOUR (root mean square, 0-255). The grey hash alone calls a white glacier 
 with the same faint texture copies; the colours tell them apart. The thresholds are measured
 on the satellite set (docs/inspect.md, benchmarks/bench_near_duplicates.py).
 
-Nothing compares all pairs: each image is filed under BANDS bucket keys, one per row of its
-hash's DCT block (LSH banding), and only images sharing a bucket are compared; a copy within
-MAX_BITS usually keeps at least one row intact. A bucket that grows past CROWDED images (a
-large dataset of similar pictures) is split before comparing: first by brightness, which
-loses no pair the colour test could accept, then by further rows of the hash, which bounds
-the work per image at the price of missing copies that changed in those rows too.
+Nothing compares all pairs: each image is filed under a bucket key per row of its hash's DCT
+block and per brightness cell (LSH banding), and only images sharing a bucket are compared; a
+copy within MAX_BITS usually keeps at least one row intact, and the cells lose no pair the
+colour test accepts (each image is filed in its own cell and the nearer neighbouring one). A
+bucket that still grows past CROWDED images is split by further rows of the hash before
+comparing, which bounds the work per image at the price of missing copies that changed in
+those rows too.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m
 
 
-_DCT_LOW = _dct_matrix(THUMBNAIL)[:BANDS]  # only the 8 lowest frequencies are kept
+# The 8 lowest frequencies, in integers (x 2^16): the hash bits compare coefficients, and in
+# floating point a flat image's coefficients are rounding noise that differs between machines.
+_DCT_LOW = np.rint(_dct_matrix(THUMBNAIL)[:BANDS] * 2**16).astype(np.int64)
 
 
 def fingerprint(image: Image.Image) -> str:
@@ -55,11 +58,11 @@ def fingerprint(image: Image.Image) -> str:
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     thumbnail = rgb.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
-    low = (_DCT_LOW @ np.asarray(thumbnail.convert("L"), np.float64) @ _DCT_LOW.T).ravel()
+    low = (_DCT_LOW @ np.asarray(thumbnail.convert("L"), np.int64) @ _DCT_LOW.T).ravel()  # exact
     ranked = sorted(low.tolist())
-    median = (ranked[len(ranked) // 2 - 1] + ranked[len(ranked) // 2]) / 2
+    middle = ranked[len(ranked) // 2 - 1] + ranked[len(ranked) // 2]  # twice the median
     quarters = thumbnail.reduce(THUMBNAIL // 2)  # 2x2: mean RGB of each quarter
-    return (np.packbits(low > median).tobytes() + quarters.tobytes()).hex()
+    return (np.packbits(2 * low > middle).tobytes() + quarters.tobytes()).hex()
 
 
 class Parsed(NamedTuple):
@@ -75,6 +78,15 @@ def parse(text: str) -> Parsed:
     return Parsed(int.from_bytes(raw[:8], "big"), raw[8:])
 
 
+def usable(text: str) -> bool:
+    """Whether a record's fingerprint can be compared ("" in records written without one)."""
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _colour_rms(a: bytes, b: bytes) -> float:
     return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / len(a))
 
@@ -86,14 +98,19 @@ def distance(a: str, b: str) -> tuple[int, float]:
 
 
 def is_near(a: str, b: str) -> bool:
-    bits, colour = distance(a, b)
-    return bits <= MAX_BITS and colour <= MAX_COLOUR
+    return _near(parse(a), parse(b))
 
 
-def bucket_keys(text: str) -> list[tuple[int, int]]:
-    """(band, the hash's byte in that band) for each band."""
+def _near(a: Parsed, b: Parsed) -> bool:
+    """The hash test first: it is one integer operation and rejects most pairs."""
+    return (a.bits ^ b.bits).bit_count() <= MAX_BITS and _colour_rms(a.colours, b.colours) <= MAX_COLOUR
+
+
+def bucket_keys(text: str) -> list[tuple[int, int, int]]:
+    """(band, the hash's byte in that band, brightness cell) for each band and both cells."""
     raw = parse(text).bits.to_bytes(8, "big")
-    return list(enumerate(raw))
+    cells = _brightness_cells(text)
+    return [(band, value, cell) for band, value in enumerate(raw) for cell in cells]
 
 
 def _brightness_cells(text: str) -> tuple[int, int]:
@@ -120,8 +137,7 @@ class Member(NamedTuple):
 
 
 def keep_order(m: Member) -> tuple:
-    """The order copies are kept in, as for exact duplicates: train first, then by path."""
-    return m.split != "train", m.path, m.split
+    return duplicates.keep_order(m.copy)
 
 
 def pairs_in_bucket(members: Sequence[Member], band: int = 0) -> Iterator[tuple[Member, Member]]:
@@ -134,20 +150,16 @@ def pairs_in_bucket(members: Sequence[Member], band: int = 0) -> Iterator[tuple[
                 yield pair
 
 
-def _uncrowded(members: list[Member], band: int, depth: int = 0) -> Iterator[list[Member]]:
-    """Groups of at most CROWDED members (in keep order): split by brightness cells first,
-    then by the hash's next rows; a group that no row splits (copies of one picture) stays."""
+def _uncrowded(members: list[Member], band: int, depth: int = 1) -> Iterator[list[Member]]:
+    """Groups of at most CROWDED members (in keep order), split by the hash's next rows (the
+    bucket key already holds the brightness cell); a group that no row splits (copies of one
+    picture) stays."""
     if len(members) <= CROWDED or depth == BANDS:
         yield members
         return
     groups: dict[int, list[Member]] = {}
     for m in members:
-        if depth == 0:
-            keys = _brightness_cells(m.fingerprint)
-        else:
-            keys = (parse(m.fingerprint).bits.to_bytes(8, "big")[(band + depth) % BANDS],)
-        for key in keys:
-            groups.setdefault(key, []).append(m)
+        groups.setdefault(parse(m.fingerprint).bits.to_bytes(8, "big")[(band + depth) % BANDS], []).append(m)
     for group in groups.values():
         yield from _uncrowded(group, band, depth + 1)
 
@@ -157,17 +169,21 @@ def _leader_pairs(members: list[Member]) -> Iterator[tuple[Member, Member]]:
     copy of another, and paired with the first it is near; an image near none becomes a
     leader. That is linear for a group of many copies of one picture (say, 100,000 blank
     frames: one leader), where comparing all pairs would be quadratic. Exact copies (same
-    sha256) are left to the exact-duplicate check."""
+    sha256) are left to the exact-duplicate check: a leader's exact copy is neither paired
+    nor a leader (its near copies are the leader's)."""
     leaders: list[tuple[Member, Parsed]] = []
+    leading = set()
     for m in members:
+        if m.sha256 in leading:
+            continue
         mine = parse(m.fingerprint)
         for leader, theirs in leaders:
-            if ((mine.bits ^ theirs.bits).bit_count() <= MAX_BITS and leader.sha256 != m.sha256
-                    and _colour_rms(mine.colours, theirs.colours) <= MAX_COLOUR):
+            if _near(mine, theirs):
                 yield leader, m
                 break
         else:
             leaders.append((m, mine))
+            leading.add(m.sha256)
 
 
 class Finding(NamedTuple):
@@ -180,14 +196,11 @@ class Finding(NamedTuple):
     dropped: tuple[duplicates.Copy, ...]
 
     def as_json(self, dropped: bool) -> dict:
-        def copy(c: duplicates.Copy) -> dict:
-            return {"split": c.split, "path": c.path, "label": list(c.label)}
-
         return {
             "kind": self.kind,
             "distance": {"hash_bits": self.bits, "colour_rms": round(self.colour, 2)},
-            "copies": [copy(c) for c in self.copies],
-            "dropped": [copy(c) for c in self.dropped] if dropped else [],
+            "copies": [duplicates.copy_json(c) for c in self.copies],
+            "dropped": [duplicates.copy_json(c) for c in self.dropped] if dropped else [],
         }
 
 
@@ -204,9 +217,9 @@ def classify(pair: tuple[Member, Member]) -> Finding:
 def find_pairs(members: Iterable[Member]) -> list[tuple[Member, Member]]:
     """Every near pair among `members`, in one process (inspect's way; the pipeline runs the
     same buckets on its workers)."""
-    buckets: dict[tuple[int, int], list[Member]] = {}
+    buckets: dict[tuple[int, int, int], list[Member]] = {}
     for m in members:
         for key in bucket_keys(m.fingerprint):
             buckets.setdefault(key, []).append(m)
-    pairs = {p for (band, _), bucket in buckets.items() if len(bucket) > 1 for p in pairs_in_bucket(bucket, band)}
+    pairs = {p for key, bucket in buckets.items() if len(bucket) > 1 for p in pairs_in_bucket(bucket, key[0])}
     return sorted(pairs, key=lambda p: (keep_order(p[0]), keep_order(p[1])))

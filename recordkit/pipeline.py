@@ -223,9 +223,9 @@ class WriteDataset(beam.PTransform):
         spilled = encoded | "Spill" >> beam.ParDo(SpillExamples(runs_folder(target)))
         kept, findings = spilled | "Duplicates" >> ResolveDuplicates(target.drop_duplicates)
         if target.near_duplicates:
-            kept, near = kept | "NearDuplicates" >> FindNearDuplicates(target.drop_near_duplicates)
+            kept, near, near_dropped = kept | "NearDuplicates" >> FindNearDuplicates(target.drop_near_duplicates)
         else:
-            near = encoded.pipeline | "NearDuplicatesOff" >> beam.Create([])
+            near = near_dropped = encoded.pipeline | "NearDuplicatesOff" >> beam.Create([])
         written = (
             kept
             | "Refs" >> beam.Map(lambda s: Ref(s.split, s.sort_key, s.counts, s.run, s.offset, s.length))
@@ -241,7 +241,7 @@ class WriteDataset(beam.PTransform):
         ) | "ReportEntries" >> beam.Flatten() | "Report" >> report.WriteReportParts(target.staging)
         # One small element per shard and per report part, gathered under a single key.
         return (
-            (written, parts)
+            (written, parts, near_dropped)
             | "Outcomes" >> beam.Flatten()
             | "OneKey" >> beam.Map(lambda outcome: (None, outcome))
             | "Gather" >> beam.GroupByKey()
@@ -336,13 +336,20 @@ def _resolve(group: tuple[int, list[Spilled]], drop: bool):
             yield c
 
 
-class FindNearDuplicates(beam.PTransform):
-    """Spilled → (Spilled to write, near_duplicates.Findings), by LSH banding.
+class NearDropped(NamedTuple):
+    """How many records drop_near_duplicates left out (one record may be the later copy in
+    several pairs, so the findings' dropped lists over-count)."""
 
-    Each record is filed in its BANDS buckets (near_duplicates.bucket_keys); a bucket's
-    records meet in one group, where only they are compared. A pair found in several buckets
-    is reported once. With `drop`, the dropped copies are joined back to the records by
-    (split, source), so no list of them is broadcast.
+    count: int
+
+
+class FindNearDuplicates(beam.PTransform):
+    """Spilled → (Spilled to write, near_duplicates.Findings, NearDropped), by LSH banding.
+
+    Each record is filed in its buckets (near_duplicates.bucket_keys); a bucket's records meet
+    in one group, where only they are compared. A pair found in several buckets is reported
+    once. With `drop`, the dropped copies are joined back to the records by (split, source),
+    so no list of them is broadcast.
     """
 
     def __init__(self, drop: bool):
@@ -355,20 +362,23 @@ class FindNearDuplicates(beam.PTransform):
             | "FileInBuckets" >> beam.ParDo(FileInBuckets())
             | "GroupBuckets" >> beam.GroupByKey()
             | "Compare" >> beam.FlatMap(_near_pairs)
-            | "OnePerPair" >> beam.CombinePerKey(min)
+            | "OnePerPair" >> beam.CombinePerKey(min)  # the copies of a pair are equal: keep any one
             | "Classify" >> beam.Map(lambda keyed: near_duplicates.classify(keyed[1]))
         )
         if not self._drop:
-            return spilled, findings
+            return spilled, findings, spilled.pipeline | "NothingDropped" >> beam.Create([])
         dropped = findings | "DroppedCopies" >> beam.FlatMap(
             lambda f: [(_record_id(c.split, c.path), 1) for c in f.dropped])
         records = spilled | "ById" >> beam.Map(lambda s: (_record_id(s.split, s.source), s))
-        kept = (
-            {"record": records, "dropped": dropped}
-            | "JoinDropped" >> beam.CoGroupByKey()
-            | "Kept" >> beam.FlatMap(lambda joined: [] if joined[1]["dropped"] else joined[1]["record"])
+        joined = {"record": records, "dropped": dropped} | "JoinDropped" >> beam.CoGroupByKey()
+        kept = joined | "Kept" >> beam.FlatMap(lambda j: [] if j[1]["dropped"] else j[1]["record"])
+        count = (
+            joined
+            | "Left" >> beam.Map(lambda j: len(j[1]["record"]) if j[1]["dropped"] else 0)
+            | "CountLeft" >> beam.CombineGlobally(sum)
+            | "AsNearDropped" >> beam.Map(NearDropped)
         )
-        return kept, findings
+        return kept, findings, count
 
 
 class FileInBuckets(beam.DoFn):
@@ -403,8 +413,8 @@ def _record_id(split: str, source: str) -> str:
     return f"{split}\0{source}"
 
 
-def _near_pairs(bucket: tuple[tuple[int, int], Iterable[list]]):
-    (band, _), batches = bucket
+def _near_pairs(bucket: tuple[tuple[int, int, int], Iterable[list]]):
+    (band, _, _), batches = bucket
     members = [near_duplicates.Member(*m) for batch in batches for m in batch]
     if len(members) > 1:
         for first, second in near_duplicates.pairs_in_bucket(members, band):
@@ -425,11 +435,12 @@ def _write_shard(shard: tuple[tuple[str, int], list[Ref]], target: Target) -> Sh
 def _publish(target: Target, outcomes: list) -> None:
     written = [o for o in outcomes if isinstance(o, ShardWritten)]
     parts = [o for o in outcomes if isinstance(o, report.PartWritten)]
+    near_dropped = sum(o.count for o in outcomes if isinstance(o, NearDropped))
     tallies = {name: collections.Counter() for name in report.LISTS}
     for part in parts:
         tallies[part.name].update(part.tally)
         tallies[part.name]["count"] += part.count
-    info = _complete_info(target, written, tallies)
+    info = _complete_info(target, written, tallies, near_dropped)
     head = {"published": not tallies[report.SKIPPED]["fatal"],
             "records": {split: s.num_records for split, s in info.splits.items()}}
     lost = [name for name, n in info.splits["train"].per_class.items() if n == 0] if target.every_class else []
@@ -461,7 +472,7 @@ def _publish(target: Target, outcomes: list) -> None:
     )
 
 
-def _complete_info(target: Target, written: list[ShardWritten], tallies: dict) -> DatasetInfo:
+def _complete_info(target: Target, written: list[ShardWritten], tallies: dict, near_dropped: int) -> DatasetInfo:
     splits = {}
     for split in target.num_shards:
         mine = [w for w in written if w.split == split]
@@ -488,6 +499,6 @@ def _complete_info(target: Target, written: list[ShardWritten], tallies: dict) -
         near_duplicates={
             "checked": target.near_duplicates,
             **{kind: near[f"kind:{kind}"] for kind in duplicates.KINDS},
-            "dropped": near["dropped"],
+            "dropped": near_dropped,
         },
     )

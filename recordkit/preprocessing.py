@@ -1,7 +1,7 @@
-"""Pixel preprocessing: the convention each weight source was trained with, in one place.
+"""Pixel preprocessing: the convention each weight source was trained with, applied in one place.
 
-Mixing conventions (slim weights with Keras preprocessing or the reverse) silently costs
-accuracy, so a run records its mode in the run metadata and everyone calls `preprocess` with it.
+A run records its convention's name (`models.CONVENTIONS`: the numbers are registry data) and
+everyone calls `preprocess` with it:
 
 | mode      | weights                        | operation                                    |
 |-----------|--------------------------------|----------------------------------------------|
@@ -9,10 +9,10 @@ accuracy, so a run records its mode in the run metadata and everyone calls `prep
 | vgg       | slim vgg_16                    | x - [123.68, 116.78, 103.94]  (RGB)          |
 | caffe     | Keras VGG16 imagenet           | RGB→BGR, x - [103.939, 116.779, 123.68]      |
 
-Geometry follows the same family: `inception` crops the central 87.5% at eval time and
-trains on random distorted crops; `vgg`/`caffe` keep at eval time what resizing the shorter
-side to 256/224 of the target and cropping the centre keeps (the centre square of side
-shorter x 224/256), and train on random scale + crop.
+Geometry follows the convention's family: `inception` crops the central 87.5% at eval time and
+trains on random distorted crops; `vgg` (both VGG conventions) keeps at eval time what
+resizing the shorter side to 256/224 of the target and cropping the centre keeps (the centre
+square of side shorter x 224/256), and trains on random scale + crop.
 
 Every crop is a window of the original resized to the target in two parts: `_fit` on the CPU
 shrinks the sides longer than the target, `stretch` (inside the training or eval step, so on
@@ -24,10 +24,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from recordkit.errors import RecordkitError
+from recordkit.models import CONVENTIONS, PixelConvention
 
-MODES = ("inception", "vgg", "caffe")
-VGG_RGB_MEAN = (123.68, 116.78, 103.94)
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+MODES = tuple(CONVENTIONS)
 INCEPTION_CENTRAL_FRACTION = 0.875
 
 
@@ -37,15 +36,15 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def convention(mode: str) -> PixelConvention:
+    return CONVENTIONS[check_mode(mode)]
+
+
 def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
     """RGB pixels in [0, 255] (uint8 or float, any leading shape) → model input (float32)."""
-    check_mode(mode)
-    x = tf.cast(images, tf.float32)
-    if mode == "inception":
-        return x / 127.5 - 1.0
-    if mode == "vgg":
-        return x - tf.constant(VGG_RGB_MEAN)
-    return x[..., ::-1] - tf.constant(CAFFE_BGR_MEAN)
+    c = convention(mode)
+    x = tf.cast(images, tf.float32) / c.scale - tf.constant(c.mean)
+    return x[..., ::-1] if c.bgr else x
 
 
 def _central_window(shape: tf.Tensor, size: int, mode: str) -> tf.Tensor:
@@ -56,7 +55,7 @@ def _central_window(shape: tf.Tensor, size: int, mode: str) -> tf.Tensor:
     square of side shorter_side * 224/256 of the original.
     """
     hw = tf.cast(shape[:2], tf.int32)
-    if mode == "inception":
+    if convention(mode).geometry == "inception":
         real = tf.cast(hw, tf.float64)
         start = tf.cast((real - real * INCEPTION_CENTRAL_FRACTION) / 2, tf.int32)
         return tf.concat([start, hw - 2 * start], 0)
@@ -120,7 +119,7 @@ def _train_window(shape: tf.Tensor, size: int, mode: str, seed: tf.Tensor) -> tf
     crop, i.e. a square of size * shorter_side / drawn_side original pixels at a random offset.
     """
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    if mode == "inception":
+    if convention(mode).geometry == "inception":
         begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
             shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
             min_object_covered=0.1, aspect_ratio_range=(0.75, 1.33), area_range=(0.05, 1.0),

@@ -1,11 +1,14 @@
 """Input pipeline and preprocessing: keys via records, determinism with a seed, conventions."""
 
+import dataclasses
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from fixtures_records import write_dataset
-from recordkit import dataset, preprocessing
+from recordkit import dataset, models, preprocessing
 from recordkit.errors import RecordkitError
 
 
@@ -79,6 +82,22 @@ def test_preprocess_conventions():
     np.testing.assert_allclose(preprocessing.preprocess(pixel, "caffe"), [[[128 - 103.939, -116.779, 255 - 123.68]]], rtol=1e-6)
     with pytest.raises(RecordkitError, match="inception, vgg, caffe"):
         preprocessing.preprocess(pixel, "torch")
+
+
+def test_registry_conventions_match_what_keras_applications_do():
+    """The registry's numbers against Keras' own preprocess_input (the caffe and inception
+    conventions are the ones keras.applications ships)."""
+    images = np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(preprocessing.preprocess(images, "caffe"),
+                               keras.applications.vgg16.preprocess_input(images.copy()), atol=1e-4)
+    np.testing.assert_allclose(preprocessing.preprocess(images, "inception"),
+                               keras.applications.inception_v3.preprocess_input(images.copy()), atol=1e-6)
+
+
+def test_a_model_naming_an_unknown_convention_is_refused():
+    spec = dataclasses.replace(models.get("vgg_16"), name="vgg_torch", preprocessing={"slim": "torch"})
+    with pytest.raises(ValueError, match="'torch'"):
+        models.register(spec)
 
 
 @pytest.mark.parametrize("mode", preprocessing.MODES)

@@ -86,3 +86,14 @@ def test_confident_joint_counts_given_against_confident_class():
 def test_softmax_of_large_logits_is_finite():
     probs = label_issues.softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
     assert np.allclose(probs, [[1.0, 0.0], [0.5, 0.5]])
+
+
+def test_a_record_the_model_predicts_as_its_given_label_is_not_flagged():
+    """cleanlab's last filter: class 2 reaches its (low) threshold and beats class 0's, but the
+    model's top class is the given one, so the label is not called wrong."""
+    probs = np.array([[0.5, 0.1, 0.4], [0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.3], [0.2, 0.5, 0.3]])
+    labels = np.array([0, 0, 1, 2, 1])
+    t = label_issues.thresholds(probs, labels)
+    assert probs[0, 2] >= t[2] and probs[0, 0] < t[0]  # off the diagonal of the confident joint...
+    found = label_issues.find(probs, labels, 5)
+    assert 0 not in [issue.index for issue in found.top]  # ...but the model's argmax is the label

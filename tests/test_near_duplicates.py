@@ -3,6 +3,7 @@ crops, tells different pictures apart (colour included), and the bucket search f
 pairs the rule defines without comparing all of them."""
 
 import itertools
+import random
 
 import pytest
 from PIL import Image
@@ -14,7 +15,7 @@ from recordkit.near_duplicates import Member
 
 def fingerprint(data: bytes, **options) -> str:
     """As conversion takes it: of the JPEG's 1/8-scale validation decode, or of the re-encoded image."""
-    return images.to_rgb_jpeg(data, images.ImageOptions(**options)).fingerprint
+    return images.to_rgb_jpeg(data, images.ImageOptions(fingerprint=True, **options)).fingerprint
 
 
 def test_re_saved_and_resized_copies_are_near_and_most_small_crops():
@@ -88,19 +89,48 @@ def test_exact_copies_are_left_to_the_exact_check():
 
 
 def test_a_crowded_bucket_is_split_without_losing_its_pairs(monkeypatch):
-    far = [member(f"far{i:03d}", f"{i:02x}" * 8 + f"{(i * 7) % 256:02x}" * 12) for i in range(200)]
+    # 200 images in BASE's bucket (same first row, same brightness) but near nothing.
     pairs = [member(f"p{i}", fp) for i, fp in enumerate([BASE, shifted(BASE, 3), shifted(BASE, 8, 3)])]
+    rng, far = random.Random(0), []
+    while len(far) < 200:
+        candidate = BASE[:2] + rng.randbytes(7).hex() + BASE[16:]
+        if all(near_duplicates.distance(candidate, m.fingerprint)[0] > near_duplicates.MAX_BITS
+               for m in far + pairs):
+            far.append(member(f"far{len(far):03d}", candidate))
     members = far + pairs
     expected = near_duplicates.find_pairs(members)
     assert [(x.path, y.path) for x, y in expected] == [("p0", "p1"), ("p0", "p2")]
-    monkeypatch.setattr(near_duplicates, "CROWDED", 4)
+    splits = []
+    uncrowded = near_duplicates._uncrowded
+    monkeypatch.setattr(near_duplicates, "_uncrowded", lambda m, band, depth=1: splits.append(len(m)) or uncrowded(m, band, depth))
+    monkeypatch.setattr(near_duplicates, "CROWDED", 20)
     assert near_duplicates.find_pairs(members) == expected
+    assert max(splits) > 20 and any(n <= 20 for n in splits[1:])  # a crowded bucket was split
 
 
-def test_many_copies_of_one_picture_pair_with_one_leader():
+def test_many_near_copies_of_one_picture_pair_with_one_leader():
     copies = [member(f"frame{i:05d}", BASE, sha256=str(i)) for i in range(3000)]
     pairs = list(near_duplicates.pairs_in_bucket(copies))
     assert len(pairs) == 2999 and {first.path for first, _ in pairs} == {"frame00000"}
+
+
+def test_exact_copies_of_a_leader_cost_one_comparison_each(monkeypatch):
+    """Identical files (900 blank frames) are the exact check's: not paired, and not leaders,
+    so the bucket stays linear."""
+    compared = []
+    near = near_duplicates._near
+    monkeypatch.setattr(near_duplicates, "_near", lambda a, b: compared.append(1) or near(a, b))
+    frames = [member(f"frame{i:05d}", BASE, sha256="blank") for i in range(900)]
+    assert list(near_duplicates.pairs_in_bucket(frames + [member("other", shifted(BASE, 4))])) == [
+        (frames[0], member("other", shifted(BASE, 4)))]
+    assert len(compared) == 1
+
+
+def test_a_flat_image_has_a_fixed_hash():
+    """Its DCT coefficients are exactly zero (integer arithmetic), not rounding noise that
+    would differ between machines and change the records' bytes."""
+    for grey in (1, 128, 255):
+        assert near_duplicates.fingerprint(Image.new("RGB", (64, 64), (grey,) * 3))[:16] == "8000000000000000"
 
 
 def test_a_pair_under_different_labels_drops_both_and_otherwise_the_later_one():

@@ -111,7 +111,8 @@ def test_near_copies_are_paired_once_and_judged_like_exact_ones():
     unrelated = spilled("train", "t/e.jpg", "e")
     records = [original, resaved, leak, other_colour, exact, unrelated]
     with test_pipeline.TestPipeline() as p:
-        kept, findings = p | beam.Create(records) | pipeline.FindNearDuplicates(drop=False)
+        kept, findings, dropped = p | beam.Create(records) | pipeline.FindNearDuplicates(drop=False)
+        assert_that(dropped, equal_to([]), label="nothing dropped")
         assert_that(kept, equal_to(records), label="kept")
         # A pair shares all 8 bucket rows but is reported once; the exact copy is left to the
         # exact check, and every later image pairs with its first near leader (t/a.jpg).
@@ -128,10 +129,26 @@ def test_drop_near_duplicates_keeps_the_first_and_drops_both_under_conflicting_l
     cat = spilled("train", "t/cat.jpg", "c", "cat", fingerprint=near(FAR, 0))
     dog = spilled("train", "t/dog.jpg", "d", "dog", fingerprint=near(FAR, 4, 1))
     with test_pipeline.TestPipeline() as p:
-        kept, findings = p | beam.Create([original, copy, cat, dog]) | pipeline.FindNearDuplicates(drop=True)
+        kept, findings, dropped = p | beam.Create([original, copy, cat, dog]) | pipeline.FindNearDuplicates(drop=True)
         assert_that(kept, equal_to([original]), label="kept")
+        assert_that(dropped, equal_to([pipeline.NearDropped(3)]), label="dropped")
         assert_that(findings | beam.Map(lambda f: (f.kind, len(f.dropped))),
                     equal_to([(duplicates.ACROSS_SPLITS, 1), (duplicates.CONFLICTING_LABELS, 2)]), label="kinds")
+
+
+def test_a_record_in_several_pairs_is_dropped_and_counted_once():
+    """a ~ b, a ~ c, b ~ c: b and c share the last row of the hash, which a lacks, so that
+    bucket pairs them too; two pairs name c as the copy to drop, and two records are left out."""
+    a = spilled("train", "t/a.jpg", "a", fingerprint=BASE)
+    b = spilled("train", "t/b.jpg", "b", fingerprint=near(BASE, 3))  # last row differs from a's
+    c_hash = int(b.fingerprint[:16], 16) ^ 1 << 8  # b's last row, one bit of the row before changed
+    c = spilled("train", "t/c.jpg", "c", fingerprint=f"{c_hash:016x}" + BASE[16:])
+    with test_pipeline.TestPipeline() as p:
+        kept, findings, dropped = p | beam.Create([a, b, c]) | pipeline.FindNearDuplicates(drop=True)
+        assert_that(findings | beam.Map(lambda f: tuple(c.path for c in f.copies)),
+                    equal_to([("t/a.jpg", "t/b.jpg"), ("t/a.jpg", "t/c.jpg"), ("t/b.jpg", "t/c.jpg")]), label="pairs")
+        assert_that(kept, equal_to([a]), label="kept")
+        assert_that(dropped, equal_to([pipeline.NearDropped(2)]), label="dropped")
 
 
 def test_report_parts_merge_into_one_sorted_list(tmp_path):

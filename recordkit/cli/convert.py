@@ -143,6 +143,8 @@ def run(args, beam_args) -> int:
 
 def convert(args, beam_args) -> int:
     check_beam_args(beam_args, args.flag_names)
+    if args.no_near_duplicates and args.drop_near_duplicates:
+        raise RecordkitError("--drop-near-duplicates needs the search that --no-near-duplicates turns off: give one")
     log = None
     if not args.verbose:
         handle, log = tempfile.mkstemp(prefix="recordkit-convert-", suffix=".log")
@@ -227,10 +229,12 @@ def print_summary(result) -> None:
     else:
         print("skipped: 0 files")
     print_duplicates(report["duplicates"])
-    if result.info is not None and not result.info.near_duplicates.get("checked"):
+    near = result.info.near_duplicates if result.info is not None else {}
+    if result.info is not None and not near.get("checked"):
         print("near duplicates: not checked (--no-near-duplicates)")
-    else:
-        print_duplicates(report.get("near_duplicates", []), "near duplicates (pairs)", "--drop-near-duplicates", " ~ ")
+    elif result.info is not None:
+        print_duplicates(report["near_duplicates"], "near duplicates (pairs)", "--drop-near-duplicates", " ~ ",
+                         near.get("dropped", 0))
     rate = result.records / result.seconds if result.seconds else 0.0
     print(f"time: {result.seconds:.1f} s, {rate:.0f} images/s")
     if result.info is None:
@@ -241,8 +245,9 @@ def print_summary(result) -> None:
 
 
 def print_duplicates(findings: list[dict], title: str = "duplicates", flag: str = "--drop-duplicates",
-                     between: str = " = ") -> None:
-    """Exact duplicates (groups of copies), or near ones (pairs, `between` " ~ "), worst kind first."""
+                     between: str = " = ", dropped: int | None = None) -> None:
+    """Exact duplicates (groups of copies), or near ones (pairs, `between` " ~ "), worst kind
+    first; `dropped` when the findings' own lists over-count (a record in several pairs)."""
     from recordkit.duplicates import DESCRIPTIONS
 
     if not findings:
@@ -255,6 +260,6 @@ def print_duplicates(findings: list[dict], title: str = "duplicates", flag: str 
         print(f"  {DESCRIPTIONS[finding['kind']]}: {paths}")
     if len(findings) > 5:
         print(f"  ... and {len(findings) - 5} more")
-    dropped = sum(len(f["dropped"]) for f in findings)
+    dropped = sum(len(f["dropped"]) for f in findings) if dropped is None else dropped
     if dropped:
         print(f"  {flag} left out {dropped} copies")

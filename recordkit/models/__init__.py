@@ -1,8 +1,9 @@
 """The model registry: one entry per architecture, timm-style.
 
 An entry (`ModelSpec`) knows everything that differs between architectures: its Keras backbone,
-native input size, the preprocessing each weight source expects, and the map from TF-Slim
-variable names onto our Keras variables. Adding a model is one module that calls `register`.
+native input size, the pixel convention each weight source expects (the numbers are data here,
+in CONVENTIONS, like timm's pretrained_cfg), and the map from TF-Slim variable names onto our
+Keras variables. Adding a model is one module that calls `register`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,31 @@ GLOBAL_POOL = "global_pool"
 
 
 @dataclass(frozen=True)
+class PixelConvention:
+    """How a weight source's training images were normalised, as timm's pretrained_cfg says it:
+    model input = RGB pixels in [0, 255] / `scale` - `mean` (per channel, RGB order), channels
+    then reversed when `bgr`. `geometry` names the crop family of `recordkit.preprocessing`:
+    "inception" (central 87.5 % at eval, distorted boxes in training) or "vgg" (shorter side
+    scaled, centre or random square)."""
+
+    scale: float
+    mean: tuple[float, float, float]
+    bgr: bool
+    geometry: str
+
+
+# Mixing conventions (slim weights with Keras preprocessing or the reverse) silently costs accuracy.
+CONVENTIONS: dict[str, PixelConvention] = {
+    # slim and Keras Inception V3: x / 127.5 - 1, RGB in [-1, 1]
+    "inception": PixelConvention(scale=127.5, mean=(1.0, 1.0, 1.0), bgr=False, geometry="inception"),
+    # slim vgg_16: x - the ImageNet RGB mean
+    "vgg": PixelConvention(scale=1.0, mean=(123.68, 116.78, 103.94), bgr=False, geometry="vgg"),
+    # Keras VGG16 "imagenet" (caffe): x - the caffe mean, then RGB → BGR
+    "caffe": PixelConvention(scale=1.0, mean=(123.68, 116.779, 103.939), bgr=True, geometry="vgg"),
+}
+
+
+@dataclass(frozen=True)
 class SlimEntry:
     """One model variable and the TF-Slim checkpoint name it corresponds to."""
 
@@ -34,8 +60,8 @@ class SlimEntry:
 class ModelSpec:
     """An architecture: Keras builders, sizes, preprocessing and the slim name map.
 
-    `preprocessing` maps a weight source kind ("slim", "keras", "none") to a mode of
-    `recordkit.preprocessing`. `neck` adds the layers between the backbone and the head's
+    `preprocessing` maps a weight source kind ("slim", "keras", "none") to the name of its
+    pixel convention in CONVENTIONS (what a run records). `neck` adds the layers between the backbone and the head's
     dropout (VGG's fc6/fc7); `dense_slim_scopes` names the slim scope of each of our Dense
     layers and `keras_top_slim_scopes` does the same for the Keras application's top layers.
     `backbone_entries` maps the backbone's variables to slim names. `cut_layers` names the
@@ -88,6 +114,9 @@ _ALIASES: dict[str, str] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    unknown = sorted(set(spec.preprocessing.values()) - set(CONVENTIONS))
+    if unknown:
+        raise ValueError(f"{spec.name}: pixel conventions {unknown} are not in CONVENTIONS")
     _REGISTRY[spec.name] = spec
     for alias in (spec.name, *spec.aliases):
         _ALIASES[alias.lower()] = spec.name
