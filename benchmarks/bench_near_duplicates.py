@@ -1,4 +1,4 @@
-"""Benchmark 7: near-duplicate search at conversion, its quality and its cost.
+"""Benchmark 8: near-duplicate search at conversion, its quality and its cost.
 
     .venv/bin/python benchmarks/bench_near_duplicates.py [--copies 300] [--seed 1] [--rounds 3]
 
@@ -11,9 +11,8 @@ by 4 % per side (then re-encoded at 95). One `recordkit convert` finds the pairs
   paired with anything (the satellite set holds no near copies we know of, so every such
   pair counts against us; they are listed for a look);
 - cost: the whole command with and without the search (--no-near-duplicates), alternating
-  for --rounds rounds; the ratio of images/s is the target's (>= 0.90). The workers take
-  the fingerprint either way (it is stored in every record), so --before REV adds a third
-  command, the package as of commit REV (before fingerprints existed), as the baseline.
+  for --rounds rounds; the ratio of images/s is the target's (>= 0.90). --before REV adds a
+  third command, the package as of commit REV (e.g. before fingerprints existed).
 
 The thresholds in recordkit/near_duplicates.py were chosen with seed 0; the default seed 1
 picks other images, so the recall here is not measured on what tuned it.

@@ -427,6 +427,9 @@ def test_drop_near_duplicates_and_turning_the_search_off(dataset, tmp_path, caps
     assert "near duplicates: not checked (--no-near-duplicates)" in capsys.readouterr().out
     assert json.loads((off / "report.json").read_text())["near_duplicates"] == []
     assert metadata.load(str(off)).near_duplicates["checked"] is False
+    assert main(["convert", "-t", str(dataset), "--output-dir", str(tmp_path / "both"), "--no-progress",
+                 "--no-near-duplicates", "--drop-near-duplicates"]) == 2
+    assert "--drop-near-duplicates needs the search" in capsys.readouterr().err
     report, _ = inspect.inspect(str(off))  # the workers took no fingerprints either
     assert report.unfingerprinted == info.splits["train"].num_records + info.splits["validation"].num_records + 3
 
