@@ -135,6 +135,16 @@ class Member(NamedTuple):
     def copy(self) -> duplicates.Copy:
         return duplicates.Copy(self.split, self.path, self.label)
 
+    def encode(self) -> str:
+        """One string: a shuffle moves each record 16 times, and one string pickles several
+        times faster than a tuple of strings (paths and labels hold no control characters)."""
+        return "\0".join((self.split, self.path, self.sha256, self.fingerprint, "\x1f".join(self.label)))
+
+    @classmethod
+    def decode(cls, text: str) -> "Member":
+        split, path, sha256, fingerprint, label = text.split("\0")
+        return cls(split, path, tuple(label.split("\x1f")) if label else (), sha256, fingerprint)
+
 
 def keep_order(m: Member) -> tuple:
     return duplicates.keep_order(m.copy)

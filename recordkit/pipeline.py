@@ -382,10 +382,9 @@ class FindNearDuplicates(beam.PTransform):
 
 
 class FileInBuckets(beam.DoFn):
-    """Spilled → (bucket, [member, ...]): a bundle's records gathered per bucket, sent once
-    per bucket (or when BATCH members wait). One element per record and bucket made the
-    search cost a fifth of a conversion in Beam's per-element overhead alone. Members are
-    plain tuples: Beam's coder pickles NamedTuples, at three times the cost."""
+    """Spilled → (bucket, [encoded member, ...]): a bundle's records gathered per bucket, sent
+    once per bucket (or when BATCH entries wait). One element per record and bucket made the
+    search cost a fifth of a conversion in Beam's per-element overhead alone."""
 
     BATCH = 100_000
 
@@ -393,11 +392,11 @@ class FileInBuckets(beam.DoFn):
         self._buckets, self._waiting = collections.defaultdict(list), 0
 
     def process(self, s: Spilled):
-        member = (s.split, s.source, s.counts, s.sha256, s.fingerprint)
+        member = near_duplicates.Member(s.split, s.source, s.counts, s.sha256, s.fingerprint).encode()
         for key in near_duplicates.bucket_keys(s.fingerprint):
             self._buckets[key].append(member)
-        self._waiting += 1
-        if self._waiting * near_duplicates.BANDS >= self.BATCH:
+            self._waiting += 1
+        if self._waiting >= self.BATCH:
             yield from self._flush()
 
     def finish_bundle(self):
@@ -415,8 +414,9 @@ def _record_id(split: str, source: str) -> str:
 
 def _near_pairs(bucket: tuple[tuple[int, int, int], Iterable[list]]):
     (band, _, _), batches = bucket
-    members = [near_duplicates.Member(*m) for batch in batches for m in batch]
+    members = [m for batch in batches for m in batch]
     if len(members) > 1:
+        members = [near_duplicates.Member.decode(m) for m in members]
         for first, second in near_duplicates.pairs_in_bucket(members, band):
             pair_id = _record_id(first.split, first.path) + "\0" + _record_id(second.split, second.path)
             yield pair_id, (first, second)
