@@ -59,18 +59,30 @@ def _call(slim, arg_scope, net, images, num_classes):
     return logits
 
 
+_WRITTEN: dict[tuple[str, int, int], str] = {}  # (model, size, seed) → a checkpoint this session wrote
+
+
 def make_checkpoint(model_name: str, prefix: str, image_size: int, images: np.ndarray | None = None,
                     seed: int = 0) -> tuple[str, tf.train.CheckpointReader, np.ndarray | None]:
     """Write a slim checkpoint; returns (path, TF's reader of it, slim's logits on `images`).
 
     `images` are already preprocessed, NHWC float32 at `image_size`. VGG16 is built in a process
     of its own: its 552 MB of variables, their values and the graph's memory would otherwise
-    stay in the test process.
+    stay in the test process. A caller that needs no logits gets the checkpoint an earlier
+    test wrote with the same model, size and seed (pytest keeps its temporary folders for the
+    session), if any: building slim's Inception V3 costs ~20 s. Callers only read checkpoints.
     """
+    key = (model_name, image_size, seed)
+    cached = _WRITTEN.get(key)
+    if images is None and cached and tf.io.gfile.exists(cached + ".index"):
+        return cached, tf.train.load_checkpoint(cached), None
     if model_name == "vgg_16":
-        return _in_subprocess(model_name, prefix, image_size, images, seed)
-    path, out = _write(model_name, prefix, image_size, images, seed)
-    return path, tf.train.load_checkpoint(path), out
+        path, reader, out = _in_subprocess(model_name, prefix, image_size, images, seed)
+    else:
+        path, out = _write(model_name, prefix, image_size, images, seed)
+        reader = tf.train.load_checkpoint(path)
+    _WRITTEN[key] = path
+    return path, reader, out
 
 
 def _write(model_name: str, prefix: str, image_size: int, images: np.ndarray | None,
