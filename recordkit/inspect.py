@@ -335,6 +335,7 @@ def _image_problems(columns: dict[str, np.ndarray], decoded: dict[str, np.ndarra
 def summarize(directory: str, info: metadata.DatasetInfo, contents: dict[str, SplitRecords],
               verified: bool = False) -> Report:
     splits = {split: _split_report(info, split_records) for split, split_records in contents.items()}
+    near, unfingerprinted = find_near_duplicates(info, contents)
     return Report(
         directory=directory,
         name=info.name,
@@ -343,9 +344,8 @@ def summarize(directory: str, info: metadata.DatasetInfo, contents: dict[str, Sp
         verified=verified,
         splits=splits,
         duplicates=find_duplicates(info, contents),
-        near_duplicates=find_near_duplicates(info, contents),
-        unfingerprinted=sum(not near_duplicates.usable(f) for split_records in contents.values()
-                            for f in split_records.fingerprint),
+        near_duplicates=near,
+        unfingerprinted=unfingerprinted,
         problems=[p for split, split_records in contents.items()
                   for p in [*_count_problems(info, split, split_records, splits[split]), *split_records.problems]],
     )
@@ -439,18 +439,23 @@ def find_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords
                                            f.copies[0].path))
 
 
-def find_near_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]) -> list[NearFinding]:
-    """Near pairs by the conversion's rules (near_duplicates.find_pairs), worst kind first."""
+def find_near_duplicates(info: metadata.DatasetInfo, contents: dict[str, SplitRecords]
+                         ) -> tuple[list[NearFinding], int]:
+    """Near pairs by the conversion's rules (near_duplicates.find_pairs), worst kind first, and
+    how many records had no usable fingerprint to search by."""
     where = {}
     members = []
+    unfingerprinted = 0
     for copy, digest, fingerprint in _copies(info, contents):
-        if near_duplicates.usable(fingerprint):
-            member = near_duplicates.Member(copy.split, copy.path, copy.label, digest, fingerprint)
-            where[member] = copy
-            members.append(member)
+        if not near_duplicates.usable(fingerprint):
+            unfingerprinted += 1
+            continue
+        member = near_duplicates.Member(copy.split, copy.path, copy.label, digest, fingerprint)
+        where[member] = copy
+        members.append(member)
     findings = []
     for pair in near_duplicates.find_pairs(members):
         finding = near_duplicates.classify(pair)
         first, second = (where[m] for m in sorted(pair, key=near_duplicates.keep_order))
         findings.append(NearFinding(finding.kind, finding.bits, round(finding.colour, 2), (first, second)))
-    return sorted(findings, key=lambda f: DUPLICATE_KINDS.index(f.kind))
+    return sorted(findings, key=lambda f: DUPLICATE_KINDS.index(f.kind)), unfingerprinted

@@ -229,12 +229,12 @@ def print_summary(result) -> None:
     else:
         print("skipped: 0 files")
     print_duplicates(report["duplicates"])
-    near = result.info.near_duplicates if result.info is not None else {}
-    if result.info is not None and not near.get("checked"):
+    near = result.info.near_duplicates if result.info is not None else None  # None: nothing published
+    if near is not None and not near["checked"]:
         print("near duplicates: not checked (--no-near-duplicates)")
-    elif result.info is not None:
+    elif near is not None:
         print_duplicates(report["near_duplicates"], "near duplicates (pairs)", "--drop-near-duplicates", " ~ ",
-                         near.get("dropped", 0))
+                         near["dropped"])
     rate = result.records / result.seconds if result.seconds else 0.0
     print(f"time: {result.seconds:.1f} s, {rate:.0f} images/s")
     if result.info is None:

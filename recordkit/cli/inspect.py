@@ -114,44 +114,39 @@ def _sizes_table(report) -> list[str]:
 
 
 def _duplicates(report) -> list[str]:
-    from recordkit.duplicates import DESCRIPTIONS, KINDS
-
-    titles = {kind: DESCRIPTIONS[kind] for kind in reversed(KINDS)}
+    title = "duplicates (same image/key/sha256)"
     if not report.duplicates:
-        return ["duplicates (same image/key/sha256): none"]
+        return [f"{title}: none"]
     count = len(report.duplicates)
-    lines = [f"duplicates (same image/key/sha256): {count} image{'s' if count > 1 else ''} stored more than once"]
-    for kind, title in titles.items():
-        findings = [f for f in report.duplicates if f.kind == kind]
-        if not findings:
-            continue
-        lines.append(f"  {title}: {len(findings)}")
-        for finding in findings[:LISTED]:
-            copies = " = ".join(f"{c.split}/{c.path} ({', '.join(c.label) or 'no label'})" for c in finding.copies)
-            lines.append(f"    {copies}")
-        if len(findings) > LISTED:
-            lines.append(f"    ... and {len(findings) - LISTED} more (--json lists all)")
-    return lines
+    return [f"{title}: {count} image{'s' if count > 1 else ''} stored more than once",
+            *_by_kind(report.duplicates, "same image", " = ")]
 
 
 def _near_duplicates(report) -> list[str]:
-    from recordkit.duplicates import DESCRIPTIONS
-
     title = "near duplicates (image/key/fingerprint: re-saved, resized or cropped a little)"
-    unchecked = (f" ({report.unfingerprinted} records have no fingerprint: converted with --no-near-duplicates "
-                 "or by an older recordkit)")
+    unchecked = (f" (not searched: {report.unfingerprinted} records without a usable fingerprint, converted with "
+                 "--no-near-duplicates or by an older recordkit, or damaged)") if report.unfingerprinted else ""
     if not report.near_duplicates:
-        return [f"{title}: none" + (unchecked if report.unfingerprinted else "")]
+        return [f"{title}: none{unchecked}"]
     count = len(report.near_duplicates)
-    lines = [f"{title}: {count} pair{'s' if count > 1 else ''}" + (unchecked if report.unfingerprinted else "")]
-    for kind, text in reversed(DESCRIPTIONS.items()):
-        found = [f for f in report.near_duplicates if f.kind == kind]
-        if found:
-            lines.append(f"  {text.replace('same image', 'near copies')}: {len(found)}")
-            lines += ["    " + " ~ ".join(f"{c.split}/{c.path} ({', '.join(c.label) or 'no label'})" for c in f.copies)
-                      for f in found[:LISTED]]
-            if len(found) > LISTED:
-                lines.append(f"    ... and {len(found) - LISTED} more (--json lists all)")
+    return [f"{title}: {count} pair{'s' if count > 1 else ''}{unchecked}",
+            *_by_kind(report.near_duplicates, "near copies", " ~ ")]
+
+
+def _by_kind(findings: list, subject: str, between: str) -> list[str]:
+    """Findings worst kind first: a count per kind, then the first LISTED, copies joined by `between`."""
+    from recordkit.duplicates import DESCRIPTIONS, KINDS
+
+    lines = []
+    for kind in reversed(KINDS):
+        found = [f for f in findings if f.kind == kind]
+        if not found:
+            continue
+        lines.append(f"  {DESCRIPTIONS[kind].replace('same image', subject)}: {len(found)}")
+        lines += ["    " + between.join(f"{c.split}/{c.path} ({', '.join(c.label) or 'no label'})" for c in f.copies)
+                  for f in found[:LISTED]]
+        if len(found) > LISTED:
+            lines.append(f"    ... and {len(found) - LISTED} more (--json lists all)")
     return lines
 
 
