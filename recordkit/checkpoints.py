@@ -126,7 +126,8 @@ def read_slim(path: str) -> SlimTensors:
 
 
 def _load_keras_application(spec: models.ModelSpec, weights: str) -> keras.Model:
-    """Keras' application with the file's weights; a file with the top is tried first."""
+    """Keras' application with the file's weights, tried first with or without the top as the
+    file's layer names suggest, then the other way."""
     if weights == "imagenet":
         try:
             return spec.keras_application(weights, include_top=True)
@@ -137,7 +138,7 @@ def _load_keras_application(spec: models.ModelSpec, weights: str) -> keras.Model
                 "pass a local .weights.h5 or slim .ckpt to --checkpoint_path"
             ) from None
     errors = []
-    for include_top in (True, False):
+    for include_top in (True, False) if _names_a_top(weights) else (False, True):
         try:
             with warnings.catch_warnings():
                 # Keras 3 warns about the application's weightless containers, which files
@@ -147,6 +148,21 @@ def _load_keras_application(spec: models.ModelSpec, weights: str) -> keras.Model
         except (ValueError, OSError, KeyError) as e:
             errors.append(f"{'with' if include_top else 'without'} top: {e}")
     raise RecordkitError(f"cannot load {weights} into Keras' {spec.name}: " + "; ".join(errors))
+
+
+def _names_a_top(path: str) -> bool:
+    """Whether a weights file holds a dense layer (Keras 3 names them dense, dense_1, ... by
+    type; Keras 2 files by layer: fc1, predictions), so that a file without the top is not
+    first tried in VGG16 with its 138M-weight top. Unreadable here: try the top first."""
+    import h5py  # Keras' own dependency; only weights files need it
+
+    names: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(names.append)
+    except (OSError, ValueError):
+        return True
+    return any(part.startswith(("dense", "fc1", "predictions")) for name in names for part in name.split("/"))
 
 
 def read_keras(spec: models.ModelSpec, weights: str) -> dict[str, np.ndarray]:

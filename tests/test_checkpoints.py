@@ -134,6 +134,26 @@ def test_keras_weights_file_with_top(tmp_path):
     np.testing.assert_allclose(model(images).numpy(), app(images).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("include_top", [True, False], ids=["with_top", "without"])
+def test_a_keras_weights_file_is_read_with_or_without_the_top_as_its_layers_say(tmp_path, monkeypatch, include_top):
+    """The file's layer names choose, so a file without the top is never first built into
+    VGG16 with its 138M-weight top (the real HED file: test_real_vgg16_weights...)."""
+    spec = models.get("tiny_vgg")
+    path = str(tmp_path / "tiny.weights.h5")
+    spec.keras_application(None, include_top=include_top).save_weights(path)
+    tried = []
+    build = models.ModelSpec.keras_application
+
+    def spy(self, weights, include_top):
+        tried.append(include_top)
+        return build(self, weights, include_top)
+
+    monkeypatch.setattr(models.ModelSpec, "keras_application", spy)
+    tensors = checkpoints.read(spec, checkpoints.source_for(path))
+    assert tried == [include_top]
+    assert ("tiny_vgg/fc8/weights" in tensors) == include_top and "tiny_vgg/conv1/conv1_1/weights" in tensors
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(RecordkitError, match="not found"):
         checkpoints.source_for(str(tmp_path / "nothing.ckpt"))
@@ -148,8 +168,6 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_real_vgg16_weights_load_and_their_first_layer_detects_edges():
     """The real HED/ImageNet VGG16 file through the product's loader: its trained first-layer
     filters answer a vertical edge ~9x more than the flat areas beside it; random ones ~1x."""
-    if _in_own_process(test_real_vgg16_weights_load_and_their_first_layer_detects_edges):
-        return  # the loader first tries Keras' VGG16 with its 138M-weight top
     spec = models.get("vgg_16")
     model = models.build(spec, 6, 32, head="pool")
     source = checkpoints.source_for(str(HED_WEIGHTS))
