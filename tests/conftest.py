@@ -1,7 +1,7 @@
 """Registers the tests' tiny model (tiny_model.py) for every test, and frees what Keras holds
-after each test module and returns it to the OS (without it the test process kept ~2.5 GB after
-the VGG16 tests and grew over the suite; after every test instead of every module it cost 2.5
-minutes)."""
+after each test module and each slow test, and returns it to the OS (without it the test
+process kept ~2.5 GB after the VGG16 tests and grew over the suite; after every test it cost
+2.5 minutes). Also shares one slim Inception V3 checkpoint among the test processes."""
 
 import ctypes
 import ctypes.util
@@ -10,16 +10,47 @@ import sys
 
 import pytest
 
-import tiny_model  # noqa: F401
+from recordkit.cli import quiet_tensorflow_start
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
 
 
-@pytest.fixture(autouse=True, scope="module")
 def _free_keras_state():
-    yield
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session()
     gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)  # glibc keeps freed heap pages otherwise
+
+
+def pytest_configure(config):
+    """Processes that run tests get the tiny model; pytest-xdist's controller runs none and so
+    never imports TensorFlow (~0.3 GB)."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        quiet_tensorflow_start()  # its C++ start-up lines would reach the terminal
+        import tiny_model  # noqa: F401
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_after_each_module():
+    yield
+    _free_keras_state()
+
+
+@pytest.fixture(autouse=True)
+def _free_after_a_slow_test(request):
+    """Slow tests build Inception V3 or VGG16: what they leave would stay for the module."""
+    yield
+    if request.node.get_closest_marker("slow"):
+        _free_keras_state()
+
+
+@pytest.fixture(scope="session")
+def slim_inception(request, tmp_path_factory):
+    """slim_checkpoints.SlimInception, built once per run; under pytest-xdist every worker's
+    temporary folder lies in one folder of the run, where the first worker builds it."""
+    from slim_checkpoints import shared_inception
+
+    root = tmp_path_factory.getbasetemp()
+    in_xdist_worker = hasattr(request.config, "workerinput")
+    return shared_inception(root.parent if in_xdist_worker else root)

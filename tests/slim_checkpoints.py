@@ -8,11 +8,16 @@ non-zero biases, random BatchNorm statistics) so that a wrong mapping changes th
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import io
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 
 def import_slim():
@@ -59,30 +64,62 @@ def _call(slim, arg_scope, net, images, num_classes):
     return logits
 
 
-_WRITTEN: dict[tuple[str, int, int], str] = {}  # (model, size, seed) → a checkpoint this session wrote
-
-
 def make_checkpoint(model_name: str, prefix: str, image_size: int, images: np.ndarray | None = None,
                     seed: int = 0) -> tuple[str, tf.train.CheckpointReader, np.ndarray | None]:
     """Write a slim checkpoint; returns (path, TF's reader of it, slim's logits on `images`).
 
     `images` are already preprocessed, NHWC float32 at `image_size`. VGG16 is built in a process
     of its own: its 552 MB of variables, their values and the graph's memory would otherwise
-    stay in the test process. A caller that needs no logits gets the checkpoint an earlier
-    test wrote with the same model, size and seed (pytest keeps its temporary folders for the
-    session), if any: building slim's Inception V3 costs ~20 s. Callers only read checkpoints.
+    stay in the test process.
     """
-    key = (model_name, image_size, seed)
-    cached = _WRITTEN.get(key)
-    if images is None and cached and tf.io.gfile.exists(cached + ".index"):
-        return cached, tf.train.load_checkpoint(cached), None
     if model_name == "vgg_16":
-        path, reader, out = _in_subprocess(model_name, prefix, image_size, images, seed)
-    else:
-        path, out = _write(model_name, prefix, image_size, images, seed)
-        reader = tf.train.load_checkpoint(path)
-    _WRITTEN[key] = path
-    return path, reader, out
+        return _in_subprocess(model_name, prefix, image_size, images, seed)
+    path, out = _write(model_name, prefix, image_size, images, seed)
+    return path, tf.train.load_checkpoint(path), out
+
+
+INCEPTION_SIZE = 139  # above 107, the least that slim's AuxLogits (a 5x5 pool on Mixed_6e) accepts
+
+
+@dataclasses.dataclass(frozen=True)
+class SlimInception:
+    path: str  # the checkpoint's prefix
+    reader: tf.train.CheckpointReader
+    images: np.ndarray  # [3, 139, 139, 3]: two random inputs, then `jpeg`'s eval preprocessing
+    logits: np.ndarray  # slim's own logits for `images`, [3, 1001]
+    jpeg: str
+
+
+def shared_inception(root: pathlib.Path) -> SlimInception:
+    """One slim Inception V3 checkpoint (seed 0) for the whole session, built once even when
+    pytest-xdist runs tests in several processes that share `root` (a file lock orders them):
+    building slim's graph costs ~20 s, and three test modules need one."""
+    from recordkit import export
+
+    folder = root / "slim_inception_v3"
+    with open(root / "slim_inception_v3.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "logits.npy").exists():  # written last
+            folder.mkdir(exist_ok=True)
+            jpeg = _smooth_jpeg(np.random.default_rng(3))
+            (folder / "image.jpg").write_bytes(jpeg)
+            pixels = export.eval_preprocess(INCEPTION_SIZE, "inception")(tf.io.decode_jpeg(jpeg, channels=3))
+            noise = np.random.default_rng(1).uniform(-1, 1, (2, INCEPTION_SIZE, INCEPTION_SIZE, 3))
+            images = np.concatenate([noise.astype(np.float32), pixels.numpy()[None]])
+            _, logits = _write("inception_v3", str(folder / "inception_v3.ckpt"), INCEPTION_SIZE, images, seed=0)
+            np.save(folder / "images.npy", images)
+            np.save(folder / "logits.npy", logits.reshape(len(images), -1))
+    path = str(folder / "inception_v3.ckpt")
+    return SlimInception(path, tf.train.load_checkpoint(path), np.load(folder / "images.npy"),
+                         np.load(folder / "logits.npy"), str(folder / "image.jpg"))
+
+
+def _smooth_jpeg(rng: np.random.Generator) -> bytes:
+    """A photo-like 160x120 JPEG: random colours at 8x6, upsampled smoothly."""
+    small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    out = io.BytesIO()
+    small.resize((160, 120), Image.BILINEAR).save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def _write(model_name: str, prefix: str, image_size: int, images: np.ndarray | None,

@@ -15,19 +15,7 @@ import tensorflow as tf
 from recordkit import checkpoints, models, preprocessing
 from recordkit.errors import RecordkitError
 from shared_data import HED_WEIGHTS, needs_hed_weights
-from slim_checkpoints import make_checkpoint
-
-INCEPTION_SIZE = 139
-
-
-@pytest.fixture(scope="module")
-def inception_ckpt(tmp_path_factory):
-    images = np.random.default_rng(1).uniform(-1, 1, (2, INCEPTION_SIZE, INCEPTION_SIZE, 3))
-    path, values, logits = make_checkpoint(
-        "inception_v3", str(tmp_path_factory.mktemp("slim") / "inception_v3.ckpt"),
-        INCEPTION_SIZE, images.astype(np.float32),
-    )
-    return path, values, images.astype(np.float32), logits.reshape(2, -1)
+from slim_checkpoints import INCEPTION_SIZE, make_checkpoint
 
 
 def _assert_landed(spec, model, values, excluded=()):
@@ -40,8 +28,8 @@ def _assert_landed(spec, model, values, excluded=()):
 
 
 @pytest.mark.slow
-def test_inception_slim_checkpoint_tensor_by_tensor_and_logits(inception_ckpt):
-    path, values, images, slim_logits = inception_ckpt
+def test_inception_slim_checkpoint_tensor_by_tensor_and_logits(slim_inception):
+    path, values, images, slim_logits = slim_inception.path, slim_inception.reader, slim_inception.images, slim_inception.logits
     spec = models.get("inception_v3")
     model, info = checkpoints.pretrained_model("inception_v3", path, image_size=INCEPTION_SIZE)
     assert info["num_classes"] == 1001 and info["label_offset"] == 1
@@ -54,19 +42,19 @@ def test_inception_slim_checkpoint_tensor_by_tensor_and_logits(inception_ckpt):
 
 
 @pytest.mark.slow
-def test_head_mismatch_names_variable_and_both_shapes(inception_ckpt):
+def test_head_mismatch_names_variable_and_both_shapes(slim_inception):
     spec = models.get("inception_v3")
     model = models.build(spec, 5, 75)
     with pytest.raises(RecordkitError) as err:
-        checkpoints.load(model, spec, checkpoints.source_for(inception_ckpt[0]))
+        checkpoints.load(model, spec, checkpoints.source_for(slim_inception.path))
     message = str(err.value)
     assert "InceptionV3/Logits/Conv2d_1c_1x1/weights: checkpoint [1, 1, 2048, 1001], model [2048, 5]" in message
     assert "--checkpoint_exclude_scopes" in message and "Assign" not in message
 
 
 @pytest.mark.slow
-def test_exclude_scopes_keep_initial_values(inception_ckpt):
-    path, values, _, _ = inception_ckpt
+def test_exclude_scopes_keep_initial_values(slim_inception):
+    path, values = slim_inception.path, slim_inception.reader
     spec = models.get("inception_v3")
     model = models.build(spec, 5, 75)
     before = model.get_layer(models.LOGITS).kernel.numpy()

@@ -202,17 +202,10 @@ def test_an_unreadable_file_is_a_per_file_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_export_from_slim_checkpoint_matches_slim_and_keras(tmp_path, images_dir):
+def test_export_from_slim_checkpoint_matches_slim_and_keras(tmp_path, slim_inception):
     """A slim Inception V3 checkpoint (original 1001-class head) exported and classified gives
     slim's own logits and the in-memory Keras model's for the same image."""
-    from slim_checkpoints import make_checkpoint
-
-    size = 107  # slim builds AuxLogits, whose 5x5 pool needs Mixed_6e >= 5x5
-    data = (images_dir / "good0.jpg").read_bytes()
-    pixels = export.eval_preprocess(size, "inception")(tf.io.decode_jpeg(data, channels=3))
-    checkpoint, _, slim_logits = make_checkpoint(
-        "inception_v3", str(tmp_path / "inception_v3.ckpt"), size, pixels.numpy()[None]
-    )
+    size, checkpoint, slim_logits = slim_inception.images.shape[1], slim_inception.path, slim_inception.logits[2]
     (tmp_path / "imagenet.txt").write_text("".join(f"synset{i}\n" for i in range(1000)))
     with pytest.raises(RecordkitError, match="1001 classes"):
         export.pretrained("inception_v3", checkpoint, num_classes=1000, image_size=size,
@@ -222,11 +215,11 @@ def test_export_from_slim_checkpoint_matches_slim_and_keras(tmp_path, images_dir
     assert info.classes[:2] == ["background", "synset0"] and len(info.classes) == 1001
     exported = export.write_saved_model(model, info, str(tmp_path / "export"))
 
-    result = classify.classify_files(classify.load(exported), [str(images_dir / "good0.jpg")])[0]
-    keras_logits = model(pixels[None], training=False).numpy()[0]
-    scale = np.abs(slim_logits[0]).max()
+    result = classify.classify_files(classify.load(exported), [slim_inception.jpeg])[0]
+    keras_logits = model(slim_inception.images[2:], training=False).numpy()[0]
+    scale = np.abs(slim_logits).max()
     assert scale > 1.0  # random weights with a healthy scale: a wrong mapping would show
-    np.testing.assert_allclose(result.logits, slim_logits[0], atol=1e-4 * scale)
+    np.testing.assert_allclose(result.logits, slim_logits, atol=1e-4 * scale)
     np.testing.assert_allclose(result.logits, keras_logits, atol=1e-5 * scale)
 
 

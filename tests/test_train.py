@@ -313,10 +313,8 @@ def test_resume_refuses_changes_to_model_loss_inputs_or_optimizer_state_and_logs
 
 
 @pytest.mark.slow
-def test_tutorial_command_with_a_slim_checkpoint(tmp_path, data, capsys):
-    from slim_checkpoints import make_checkpoint
-
-    ckpt, _, _ = make_checkpoint("inception_v3", str(tmp_path / "pretrained" / "inception_v3.ckpt"), 139)
+def test_tutorial_command_with_a_slim_checkpoint(tmp_path, data, capsys, slim_inception):
+    ckpt = slim_inception.path
     argv = ["train", f"--train_dir={tmp_path}/train_dir", "--dataset_name=toy",
             "--dataset_split_name=train", f"--dataset_dir={data['single']}", "--model_name=inception_v3",
             f"--checkpoint_path={ckpt}", "--checkpoint_exclude_scopes=InceptionV3/Logits,InceptionV3/AuxLogits",
