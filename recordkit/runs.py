@@ -3,7 +3,8 @@
 A train_dir holds `model.ckpt-<step>` checkpoints (tf.train.Checkpoint(model=...)) and
 `recordkit_run.json`, which records everything needed to rebuild the model and feed it (model,
 head, image size, classes, preprocessing). eval, export, classify, and a later run that starts
-from this one's weights read it here, without importing the training loop.
+from this one's weights read it here, without importing the training loop; a run resumed in
+the same train_dir is checked against it here too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from recordkit import metadata, models
 from recordkit.errors import RecordkitError
+from recordkit.train_config import TrainConfig
 
 RUN_JSON = "recordkit_run.json"
 
@@ -77,3 +79,38 @@ def restore_model(model: keras.Model, prefix: str) -> None:
         status.assert_existing_objects_matched()
     except AssertionError as e:
         raise RecordkitError(f"{prefix} does not match the model in {RUN_JSON}: {e}") from None
+
+
+# Flags a resumed run may change: they steer the steps to come, not what the checkpoint holds.
+ADJUSTABLE = ("learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor", "num_epochs_per_decay",
+              "end_learning_rate", "weight_decay", "opt_epsilon", "rmsprop_momentum", "rmsprop_decay",
+              "momentum", "adam_beta1", "adam_beta2")
+
+
+def adjustable(cfg: TrainConfig) -> dict:
+    return {name: getattr(cfg, name) for name in ADJUSTABLE}
+
+
+def check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec: models.ModelSpec) -> list[str]:
+    """Refuse a resume that would change the model, its loss, its inputs or the layout of the
+    optimizer state (the checkpoint would be restored into something else, slots by position);
+    return the adjustable settings that change ("name: old → new") for the log."""
+    default_loss = "softmax" if info.label_kind == "single" else "sigmoid"
+    wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes),
+              "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
+              "mixed_precision": cfg.mixed_precision,  # its optimizer wraps a loss scaler
+              "loss": cfg.loss or default_loss, "dropout": cfg.dropout,
+              "trainable_scopes": list(cfg.trainable_scopes), "augment": cfg.augment}
+    for name in ("image_size", "head", "preprocessing"):
+        if getattr(cfg, name):
+            wanted[name] = getattr(cfg, name)
+    recorded = {"mixed_precision": False, "head": "slim", **meta}  # runs recorded before the flag was
+    clashes = [f"{k}: train_dir has {recorded[k]!r}, this run {v!r}" for k, v in wanted.items()
+               if k in recorded and recorded[k] != v]
+    if clashes:
+        raise RecordkitError(
+            f"{cfg.train_dir} holds a run these flags would change; repeat its flags, use a new "
+            "--train_dir, or start from it with --checkpoint_path:\n  " + "\n  ".join(clashes)
+        )
+    before = meta.get("adjustable", {})
+    return [f"{k}: {before[k]!r} → {v!r}" for k, v in adjustable(cfg).items() if k in before and before[k] != v]

@@ -28,11 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from recordkit import (
-    __version__, checkpoints, dataset, feature_cache, files, locks, metadata, metrics, models, preprocessing, runs,
-    summaries,
+    __version__, checkpoints, dataset, feature_cache, files, locks, metadata, metrics, models, optimization,
+    preprocessing, runs, summaries,
 )
 from recordkit.errors import Interrupted, RecordkitError
-from recordkit.train_config import DECAY_TYPES, LOSSES, OPTIMIZERS, STRATEGIES, TrainConfig
+from recordkit.train_config import LOSSES, STRATEGIES, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "mixed_precision": cfg.mixed_precision,
         "trainable_scopes": list(cfg.trainable_scopes),
         "augment": cfg.augment,
-        "adjustable": _adjustable(cfg),
+        "adjustable": runs.adjustable(cfg),
         "seed": seed,
         "checkpoint": "tf.train.Checkpoint(model=...) in train_dir, prefix model.ckpt-<step>",
     }
@@ -105,42 +105,7 @@ def default_head(spec: models.ModelSpec, source: checkpoints.WeightsSource) -> s
     return "slim" if checkpoints.holds(spec, source, neck) else "pool"
 
 
-# Flags a resumed run may change: they steer the steps to come, not what the checkpoint holds.
-ADJUSTABLE = ("learning_rate", "learning_rate_decay_type", "learning_rate_decay_factor", "num_epochs_per_decay",
-              "end_learning_rate", "weight_decay", "opt_epsilon", "rmsprop_momentum", "rmsprop_decay",
-              "momentum", "adam_beta1", "adam_beta2")
-
-
-def _adjustable(cfg: TrainConfig) -> dict:
-    return {name: getattr(cfg, name) for name in ADJUSTABLE}
-
-
-def _check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, spec) -> list[str]:
-    """Refuse a resume that would change the model, its loss, its inputs or the layout of the
-    optimizer state (the checkpoint would be restored into something else, slots by position);
-    return the adjustable settings that change ("name: old → new") for the log."""
-    default_loss = "softmax" if info.label_kind == "single" else "sigmoid"
-    wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes),
-              "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
-              "mixed_precision": cfg.mixed_precision,  # its optimizer wraps a loss scaler
-              "loss": cfg.loss or default_loss, "dropout": cfg.dropout,
-              "trainable_scopes": list(cfg.trainable_scopes), "augment": cfg.augment}
-    for name in ("image_size", "head", "preprocessing"):
-        if getattr(cfg, name):
-            wanted[name] = getattr(cfg, name)
-    recorded = {"mixed_precision": False, "head": "slim", **meta}  # runs recorded before the flag was
-    clashes = [f"{k}: train_dir has {recorded[k]!r}, this run {v!r}" for k, v in wanted.items()
-               if k in recorded and recorded[k] != v]
-    if clashes:
-        raise RecordkitError(
-            f"{cfg.train_dir} holds a run these flags would change; repeat its flags, use a new "
-            "--train_dir, or start from it with --checkpoint_path:\n  " + "\n  ".join(clashes)
-        )
-    before = meta.get("adjustable", {})
-    return [f"{k}: {before[k]!r} → {v!r}" for k, v in _adjustable(cfg).items() if k in before and before[k] != v]
-
-
-# --- model, scopes, optimizer, losses ---------------------------------------------------------
+# --- model and scopes ------------------------------------------------------------------------
 
 
 def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -178,80 +143,6 @@ def apply_trainable_scopes(model: keras.Model, spec: models.ModelSpec, scopes: l
         if layer.trainable:
             trainable.append(layer.name)
     return trainable
-
-
-class _Constant(keras.optimizers.schedules.LearningRateSchedule):
-    """A fixed rate as a schedule, so every decay type gives the optimizer the same variables
-    and a run can resume with another --learning_rate_decay_type."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-
-    def __call__(self, step):
-        return tf.constant(self.rate, tf.float32)
-
-    def get_config(self) -> dict:
-        return {"rate": self.rate}
-
-
-def learning_rate_schedule(cfg: TrainConfig, num_samples: int):
-    """Slim's schedules: fixed, exponential (staircase every num_epochs_per_decay), polynomial
-    (to end_learning_rate over max steps), and cosine (to 0 over max steps)."""
-    if cfg.learning_rate_decay_type not in DECAY_TYPES:
-        raise RecordkitError(
-            f"unknown --learning_rate_decay_type {cfg.learning_rate_decay_type!r}; "
-            f"expected one of {', '.join(DECAY_TYPES)}"
-        )
-    if cfg.learning_rate_decay_type == "fixed":
-        return _Constant(cfg.learning_rate)
-    if cfg.learning_rate_decay_type == "exponential":
-        decay_steps = max(1, int(num_samples / cfg.batch_size * cfg.num_epochs_per_decay))
-        return keras.optimizers.schedules.ExponentialDecay(
-            cfg.learning_rate, decay_steps, cfg.learning_rate_decay_factor, staircase=True
-        )
-    if not cfg.max_number_of_steps:
-        raise RecordkitError(f"{cfg.learning_rate_decay_type} decay needs --max_number_of_steps")
-    if cfg.learning_rate_decay_type == "polynomial":
-        return keras.optimizers.schedules.PolynomialDecay(
-            cfg.learning_rate, cfg.max_number_of_steps, cfg.end_learning_rate, power=1.0
-        )
-    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.max_number_of_steps)
-
-
-def make_optimizer(cfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
-    """Slim's optimizers with slim's defaults (note opt_epsilon=1.0 for rmsprop and adam)."""
-    if cfg.optimizer == "rmsprop":
-        opt = keras.optimizers.RMSprop(schedule, rho=cfg.rmsprop_decay,
-                                       momentum=cfg.rmsprop_momentum, epsilon=cfg.opt_epsilon)
-    elif cfg.optimizer == "adam":
-        opt = keras.optimizers.Adam(schedule, beta_1=cfg.adam_beta1, beta_2=cfg.adam_beta2,
-                                    epsilon=cfg.opt_epsilon)
-    elif cfg.optimizer == "sgd":
-        opt = keras.optimizers.SGD(schedule)
-    elif cfg.optimizer == "momentum":
-        opt = keras.optimizers.SGD(schedule, momentum=cfg.momentum)
-    else:
-        raise RecordkitError(f"unknown --optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-    return keras.optimizers.LossScaleOptimizer(opt) if cfg.mixed_precision else opt
-
-
-def per_example_loss(kind: str, logits: tf.Tensor, targets: dict) -> tf.Tensor:
-    """Softmax cross-entropy on `label`, or sigmoid cross-entropy on `multi_hot` averaged over
-    the entries `mask` keeps (difficult-only classes are ignored, as in the VOC devkit)."""
-    logits = tf.cast(logits, tf.float32)
-    if kind == "softmax":
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(targets["label"], logits)
-    mask = targets["mask"]
-    entries = tf.nn.sigmoid_cross_entropy_with_logits(targets["multi_hot"], logits) * mask
-    return tf.reduce_sum(entries, -1) / tf.maximum(tf.reduce_sum(mask, -1), 1.0)
-
-
-def weight_decay_loss(variables: list, weight_decay: float) -> tf.Tensor:
-    """Slim's L2 regulariser on trainable kernels: weight_decay * sum(w**2) / 2."""
-    kernels = [tf.cast(v, tf.float32) for v in variables if len(v.shape) >= 2]
-    if not weight_decay or not kernels:
-        return tf.constant(0.0)
-    return weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
 
 
 def _metric(kind: str, logits: np.ndarray, targets: dict) -> tuple[str, float]:
@@ -293,9 +184,9 @@ class _Run:
             with tf.GradientTape() as tape:
                 logits = forward(inputs)
                 loss = tf.nn.compute_average_loss(
-                    per_example_loss(kind, logits, targets), global_batch_size=global_batch
+                    optimization.per_example_loss(kind, logits, targets), global_batch_size=global_batch
                 )
-                total = loss + tf.nn.scale_regularization_loss(weight_decay_loss(self.trainable, wd))
+                total = loss + tf.nn.scale_regularization_loss(optimization.weight_decay_loss(self.trainable, wd))
                 scaled = self.optimizer.scale_loss(total)
             grads = tape.gradient(scaled, self.trainable)
             self.optimizer.apply_gradients(zip(grads, self.trainable))
@@ -384,10 +275,10 @@ def _locked_train(cfg: TrainConfig, info, spec, split) -> TrainResult:
     source = checkpoints.source_for(None if latest else cfg.checkpoint_path)
     if latest:
         meta = runs.read_run_metadata(cfg.train_dir)
-        changes = _check_resumable(meta, cfg, info, spec)
+        changes = runs.check_resumable(meta, cfg, info, spec)
         if changes:
             log.info("resuming with changed settings (applied from here on): %s", "; ".join(changes))
-            meta["adjustable"] = _adjustable(cfg)
+            meta["adjustable"] = runs.adjustable(cfg)
             runs.write_run_metadata(cfg.train_dir, meta)
     else:
         meta = _new_run_metadata(cfg, info, spec, source)
@@ -432,7 +323,7 @@ def _train(cfg, meta, info, spec, source, latest, num_samples, stop_requested: l
         if not latest:
             checkpoints.load(model, spec, source, cfg.checkpoint_exclude_scopes)
         trainable_layers = apply_trainable_scopes(model, spec, cfg.trainable_scopes)
-        optimizer = make_optimizer(cfg, learning_rate_schedule(cfg, num_samples))
+        optimizer = optimization.make_optimizer(cfg, optimization.learning_rate_schedule(cfg, num_samples))
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     run = _Run(cfg, meta, model, optimizer, step, strategy, spec, stop_requested)

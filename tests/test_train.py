@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from fixtures_records import write_dataset
-from recordkit import checkpoints, models, runs, train
+from recordkit import checkpoints, models, optimization, runs, train
 from recordkit.cli import main
 from recordkit.errors import RecordkitError
 
@@ -92,10 +92,10 @@ def test_whole_network_learns_a_fixed_batch(tmp_path, fixed_batch, model_name, k
 def test_sigmoid_loss_ignores_difficult_only_classes():
     targets = {"multi_hot": tf.constant([[1.0, 0.0, 0.0]]), "mask": tf.constant([[1.0, 0.0, 1.0]])}
     logits = tf.constant([[2.0, -3.0, -1.0]])
-    loss = train.per_example_loss("sigmoid", logits, targets)
+    loss = optimization.per_example_loss("sigmoid", logits, targets)
     expected = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2  # mean over the 2 kept classes
     np.testing.assert_allclose(loss.numpy(), [expected], rtol=1e-6)
-    moved = train.per_example_loss("sigmoid", tf.constant([[2.0, 9.0, -1.0]]), targets)
+    moved = optimization.per_example_loss("sigmoid", tf.constant([[2.0, 9.0, -1.0]]), targets)
     np.testing.assert_allclose(moved.numpy(), loss.numpy(), rtol=1e-6)
 
 
