@@ -54,3 +54,16 @@ def slim_inception(request, tmp_path_factory):
     root = tmp_path_factory.getbasetemp()
     in_xdist_worker = hasattr(request.config, "workerinput")
     return shared_inception(root.parent if in_xdist_worker else root)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A learnable 4-class dataset of each label kind (24 train, 8 validation records), for
+    the training tests (test_train*.py; configs: training_setup.tiny_config)."""
+    from fixtures_records import write_dataset
+
+    dirs = {}
+    for kind in ("single", "multi"):
+        dirs[kind] = str(tmp_path_factory.mktemp(kind))
+        write_dataset(dirs[kind], kind, num_classes=4, sizes={"train": 24, "validation": 8})
+    return dirs

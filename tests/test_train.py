@@ -1,15 +1,12 @@
-"""Training on a learnable fixture: loss goes down, resume continues exactly, keep-5, scopes,
-training the top on cached outputs matches the full forward pass, and the pasted TF-Slim command works."""
+"""Training on a learnable fixture: loss goes down, scopes, training the top on cached outputs
+matches the full forward pass, and the pasted TF-Slim command works. (Resume, checkpoints kept,
+kill -9 and signals: test_train_resume.py.)"""
 
 import glob
 import json
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -20,26 +17,7 @@ from fixtures_records import write_dataset
 from recordkit import checkpoints, models, optimization, runs, train
 from recordkit.cli import main
 from recordkit.errors import RecordkitError
-
-TINY_CLI = os.path.join(os.path.dirname(__file__), "tiny_cli.py")  # `recordkit` with tiny_vgg registered
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    dirs = {}
-    for kind in ("single", "multi"):
-        dirs[kind] = str(tmp_path_factory.mktemp(kind))
-        write_dataset(dirs[kind], kind, num_classes=4, sizes={"train": 24, "validation": 8})
-    return dirs
-
-
-def _cfg(tmp_path, data_dir, **kw):
-    base = dict(train_dir=str(tmp_path / "train"), dataset_dir=data_dir, model_name="tiny_vgg",
-                image_size=32, batch_size=8, max_number_of_steps=4, optimizer="adam",
-                learning_rate=1e-4, opt_epsilon=1e-7, learning_rate_decay_type="fixed",
-                seed=3, log_every_n_steps=0, save_summaries_secs=3600, save_interval_secs=3600)
-    base.update(kw)
-    return train.TrainConfig(**base)
+from training_setup import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +40,9 @@ def _falls(losses, k=4, ratio=0.8):
 
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
-def test_trains_both_label_kinds(tmp_path, data, kind):
+def test_trains_both_label_kinds(tmp_path, tiny_data, kind):
     keras.utils.set_random_seed(0)
-    result = train.train(_cfg(tmp_path, data[kind], max_number_of_steps=20))
+    result = train.train(tiny_config(tmp_path, tiny_data[kind], max_number_of_steps=20))
     assert result.step == 20 and result.feature_cache is None
     assert all(np.isfinite(result.losses))
     if kind == "single":  # with augmentation; multi-label learning: test_whole_network_learns_a_fixed_batch
@@ -85,7 +63,7 @@ def test_whole_network_learns_a_fixed_batch(tmp_path, fixed_batch, model_name, k
     test_inception_trains_both_label_kinds[multi-auto]'s subject.)"""
     keras.utils.set_random_seed(0)
     size = models.get(model_name).min_size
-    result = train.train(_cfg(tmp_path, fixed_batch[kind], model_name=model_name, image_size=size,
+    result = train.train(tiny_config(tmp_path, fixed_batch[kind], model_name=model_name, image_size=size,
                               max_number_of_steps=steps, learning_rate=learning_rate, **FIXED_BATCH))
     assert _falls(result.losses, k=3, ratio=0.7), result.losses
     assert runs.read_run_metadata(str(tmp_path / "train"))["loss"] == {"single": "softmax", "multi": "sigmoid"}[kind]
@@ -120,7 +98,7 @@ def test_mirrored_strategy_on_two_cpus_matches_default(tmp_path, fixed_batch):
 
 def test_mixed_precision_runs_on_cpu_and_resumes_only_with_the_flag(tmp_path, fixed_batch):
     keras.utils.set_random_seed(0)
-    cfg = _cfg(tmp_path, fixed_batch["single"], max_number_of_steps=2, mixed_precision=True,
+    cfg = tiny_config(tmp_path, fixed_batch["single"], max_number_of_steps=2, mixed_precision=True,
                learning_rate=5e-5, **FIXED_BATCH)
     first = train.train(cfg)
     cfg.max_number_of_steps = 3
@@ -140,25 +118,25 @@ def test_jit_compile_and_synthetic_input_keep_the_steps(tmp_path, fixed_batch):
     losses = {}
     for name, extra in (("plain", {}), ("xla", {"jit_compile": True}), ("synthetic", {"synthetic_input": True})):
         keras.utils.set_random_seed(0)
-        losses[name] = train.train(_cfg(tmp_path / name, fixed_batch["single"], max_number_of_steps=4,
+        losses[name] = train.train(tiny_config(tmp_path / name, fixed_batch["single"], max_number_of_steps=4,
                                         **FIXED_BATCH, **extra)).losses
     np.testing.assert_allclose(losses["xla"], losses["plain"], rtol=1e-4)
     np.testing.assert_allclose(losses["synthetic"], losses["plain"], rtol=1e-5)
     assert _falls(losses["plain"], k=1, ratio=0.99), losses["plain"]
     with pytest.raises(RecordkitError, match="--synthetic_input measures the image path"):
-        train.train(_cfg(tmp_path / "cached", fixed_batch["single"], trainable_scopes=["tiny_vgg/fc8"],
+        train.train(tiny_config(tmp_path / "cached", fixed_batch["single"], trainable_scopes=["tiny_vgg/fc8"],
                          synthetic_input=True))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,cache", [("single", "off"), ("multi", "auto")])
-def test_inception_trains_both_label_kinds(tmp_path, data, kind, cache):
+def test_inception_trains_both_label_kinds(tmp_path, tiny_data, kind, cache):
     """Only the logits train (streamed or on cached features): they change, while the backbone,
     BatchNorm statistics included, stays exactly at its initial values. (Whether Inception
     learns is test_whole_network_learns_a_fixed_batch's subject: 12 augmented steps on random
     features are too noisy to show it.)"""
     keras.utils.set_random_seed(0)
-    cfg = _cfg(tmp_path, data[kind], model_name="inception_v3", image_size=75, max_number_of_steps=12,
+    cfg = tiny_config(tmp_path, tiny_data[kind], model_name="inception_v3", image_size=75, max_number_of_steps=12,
                trainable_scopes=["InceptionV3/Logits"], feature_cache=cache, learning_rate=0.05)
     result = train.train(cfg)
     assert result.feature_cache == ("backbone" if cache == "auto" else None)
@@ -172,64 +150,47 @@ def test_inception_trains_both_label_kinds(tmp_path, data, kind, cache):
                               trained.get_layer(models.LOGITS).kernel.numpy())
 
 
-@pytest.mark.parametrize("scopes", [[], ["tiny_vgg/fc8"]], ids=["streamed", "cached_features"])
-def test_resume_continues_step_optimizer_and_data_position(tmp_path, data, scopes):
-    """The resumed half builds a model with other random weights: only the checkpoint (restored
-    before the head-only path caches the body's features) can make it continue exactly."""
-    keras.utils.set_random_seed(1)
-    straight = train.train(_cfg(tmp_path / "a", data["single"], max_number_of_steps=6, dropout=0.0,
-                                trainable_scopes=scopes))
-    keras.utils.set_random_seed(1)
-    train.train(_cfg(tmp_path / "b", data["single"], max_number_of_steps=3, dropout=0.0, trainable_scopes=scopes))
-    resumed = train.train(_cfg(tmp_path / "b", data["single"], max_number_of_steps=6, dropout=0.0,
-                               trainable_scopes=scopes, checkpoint_path="ignored-when-resuming.ckpt"))
-    assert resumed.resumed_from.endswith("model.ckpt-3") and (resumed.start_step, resumed.step) == (3, 6)
-    np.testing.assert_allclose(resumed.losses, straight.losses[3:], rtol=1e-4)
-    model, meta = runs.load_for_inference(str(tmp_path / "b" / "train"))
-    assert meta["checkpoint"].endswith("model.ckpt-6") and model.output.shape[-1] == 4
-
-
-def test_same_flags_and_seed_give_the_same_losses(tmp_path, data):
+def test_same_flags_and_seed_give_the_same_losses(tmp_path, tiny_data):
     """Initialisation, dropout, input order and augmentation all follow --seed, not whatever
     random state the process happens to be in."""
     runs = []
     for name, global_seed, seed in (("a", 1, 5), ("b", 2, 5), ("c", 1, 6)):
         keras.utils.set_random_seed(global_seed)
-        runs.append(train.train(_cfg(tmp_path / name, data["single"], max_number_of_steps=3, seed=seed,
+        runs.append(train.train(tiny_config(tmp_path / name, tiny_data["single"], max_number_of_steps=3, seed=seed,
                                      dropout=0.5, optimizer="sgd", learning_rate=0.01)).losses)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
 
 
-def test_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_path, data):
+def test_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_path, tiny_data):
     """A Keras notop file (like the real HED VGG16) cannot fill fc6/fc7: the run pools instead,
     records it, and eval/export rebuild the same model; explicit --head wins."""
     spec = models.get("tiny_vgg")
     notop = str(tmp_path / "notop.weights.h5")
     spec.keras_application(None, include_top=False).save_weights(notop)
-    result = train.train(_cfg(tmp_path / "auto", data["single"], max_number_of_steps=1, checkpoint_path=notop,
+    result = train.train(tiny_config(tmp_path / "auto", tiny_data["single"], max_number_of_steps=1, checkpoint_path=notop,
                               checkpoint_exclude_scopes=["logits"]))
     model, meta = runs.load_for_inference(str(tmp_path / "auto" / "train"))
     assert meta["head"] == "pool" and result.step == 1
     assert models.GLOBAL_POOL in [l.name for l in model.layers] and "fc6" not in [l.name for l in model.layers]
-    train.train(_cfg(tmp_path / "slim", data["single"], max_number_of_steps=1, checkpoint_path=notop,
+    train.train(tiny_config(tmp_path / "slim", tiny_data["single"], max_number_of_steps=1, checkpoint_path=notop,
                      head="slim", checkpoint_exclude_scopes=["tiny_vgg/fc6", "tiny_vgg/fc7", "logits"]))
     assert runs.read_run_metadata(str(tmp_path / "slim" / "train"))["head"] == "slim"
-    train.train(_cfg(tmp_path / "scratch", data["single"], max_number_of_steps=1))
+    train.train(tiny_config(tmp_path / "scratch", tiny_data["single"], max_number_of_steps=1))
     assert runs.read_run_metadata(str(tmp_path / "scratch" / "train"))["head"] == "slim"
 
 
-def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, data):
+def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, tiny_data):
     """Keras' recipe in two runs: the head on cached features, then the last block too, starting
     from run one's train_dir: same head, preprocessing and weights, logits included."""
     spec = models.get("tiny_vgg")
     notop = str(tmp_path / "notop.weights.h5")
     spec.keras_application(None, include_top=False).save_weights(notop)
-    first = _cfg(tmp_path / "one", data["single"], max_number_of_steps=2, checkpoint_path=notop,
+    first = tiny_config(tmp_path / "one", tiny_data["single"], max_number_of_steps=2, checkpoint_path=notop,
                  checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
     assert train.train(first).feature_cache == models.GLOBAL_POOL
     trained, _ = runs.load_for_inference(first.train_dir)
-    second = _cfg(tmp_path / "two", data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
+    second = tiny_config(tmp_path / "two", tiny_data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
                   trainable_scopes=["tiny_vgg/conv2", "logits"], learning_rate=0.0)
     assert train.train(second).feature_cache == "block1_pool"
     model, meta = runs.load_for_inference(second.train_dir)
@@ -238,18 +199,9 @@ def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, data):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
-def test_keeps_newest_five_checkpoints(tmp_path, data):
-    result = train.train(_cfg(tmp_path, data["single"], max_number_of_steps=7, save_interval_secs=0,
-                              optimizer="sgd"))  # no slot variables: a third of adam's checkpoint
-    state = tf.train.get_checkpoint_state(str(tmp_path / "train"))
-    kept = [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
-    assert kept == [3, 4, 5, 6, 7] and result.checkpoint.endswith("model.ckpt-7")
-    assert len(glob.glob(str(tmp_path / "train" / "model.ckpt-*.index"))) == 5
-
-
-def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, data):
+def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, tiny_data):
     keras.utils.set_random_seed(2)
-    cfg = _cfg(tmp_path, data["single"], max_number_of_steps=2, feature_cache="off",
+    cfg = tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=2, feature_cache="off",
                trainable_scopes=["tiny_vgg/fc7", "logits"])
     train.train(cfg)
     spec = models.get("tiny_vgg")
@@ -278,12 +230,12 @@ def test_inception_scopes_select_slim_scopes_and_freeze_batchnorm():
 
 @pytest.mark.parametrize("scopes,cut", [(["tiny_vgg/fc8"], "fc7"),
                                        (["tiny_vgg/conv2/conv2_2", "tiny_vgg/fc6", "tiny_vgg/fc7", "tiny_vgg/fc8"], "block2_conv1")])
-def test_cached_top_matches_full_forward(tmp_path, data, scopes, cut):
+def test_cached_top_matches_full_forward(tmp_path, tiny_data, scopes, cut):
     results = {}
     for cache in ("on", "off"):
         keras.utils.set_random_seed(4)
         # Full-batch steps without augmentation or dropout: both paths see identical batches.
-        cfg = _cfg(tmp_path / cache, data["single"], max_number_of_steps=5, batch_size=24,
+        cfg = tiny_config(tmp_path / cache, tiny_data["single"], max_number_of_steps=5, batch_size=24,
                    trainable_scopes=scopes, feature_cache=cache, augment=False, dropout=0.0,
                    optimizer="momentum", learning_rate=0.01, shuffle_buffer=1)
         results[cache] = train.train(cfg)
@@ -293,32 +245,11 @@ def test_cached_top_matches_full_forward(tmp_path, data, scopes, cut):
     np.testing.assert_allclose(results["on_kernel"], results["off_kernel"], rtol=1e-4, atol=1e-6)
 
 
-def test_stale_train_dir_is_refused(tmp_path, data):
-    train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1))
-    with pytest.raises(RecordkitError, match="image_size: train_dir has 32, this run 48"):
-        train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, image_size=48))
-
-
-def test_resume_refuses_changes_to_model_loss_inputs_or_optimizer_state_and_logs_the_rest(tmp_path, data, caplog):
-    train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1, trainable_scopes=["logits"]))
-    refused = {"trainable_scopes": ["tiny_vgg/fc7", "logits"], "loss": "sigmoid", "dropout": 0.1,
-               "preprocessing": "caffe", "augment": False, "optimizer": "sgd", "head": "pool"}
-    for name, value in refused.items():
-        with pytest.raises(RecordkitError, match=re.escape(f"{name}: train_dir has ") + f".*, this run {re.escape(repr(value))}"):
-            train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, **{"trainable_scopes": ["logits"], name: value}))
-    with caplog.at_level("INFO", logger="recordkit"):
-        result = train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2, trainable_scopes=["logits"],
-                                  learning_rate=5e-5, weight_decay=0.0))
-    assert (result.start_step, result.step) == (1, 2)
-    assert "learning_rate: 0.0001 → 5e-05; weight_decay: 4e-05 → 0.0" in caplog.text
-    assert runs.read_run_metadata(str(tmp_path / "train"))["adjustable"]["learning_rate"] == 5e-5
-
-
 @pytest.mark.slow
-def test_tutorial_command_with_a_slim_checkpoint(tmp_path, data, capsys, slim_inception):
+def test_tutorial_command_with_a_slim_checkpoint(tmp_path, tiny_data, capsys, slim_inception):
     ckpt = slim_inception.path
     argv = ["train", f"--train_dir={tmp_path}/train_dir", "--dataset_name=toy",
-            "--dataset_split_name=train", f"--dataset_dir={data['single']}", "--model_name=inception_v3",
+            "--dataset_split_name=train", f"--dataset_dir={tiny_data['single']}", "--model_name=inception_v3",
             f"--checkpoint_path={ckpt}", "--checkpoint_exclude_scopes=InceptionV3/Logits,InceptionV3/AuxLogits",
             "--trainable_scopes=InceptionV3/Logits,InceptionV3/AuxLogits", "--max_number_of_steps=5",
             "--batch_size=8", "--learning_rate=0.001", "--learning_rate_decay_type=fixed",
@@ -336,69 +267,6 @@ def test_tutorial_command_with_a_slim_checkpoint(tmp_path, data, capsys, slim_in
     assert "steps 5→7" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_resumes_after_kill_9(tmp_path, data):
-    train_dir = tmp_path / "train"
-    command = [sys.executable, TINY_CLI, "train", f"--train_dir={train_dir}",
-               f"--dataset_dir={data['single']}", "--model_name=tiny_vgg", "--image_size=32",
-               "--batch_size=4", "--save_interval_secs=0", "--seed=1", "--max_number_of_steps=100000"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while (time.time() < deadline and process.poll() is None
-               and len(glob.glob(str(train_dir / "model.ckpt-*.index"))) < 3):
-            time.sleep(0.2)
-    finally:
-        process.kill()  # SIGKILL; a no-op if the process already died
-        process.wait()
-    latest = tf.train.latest_checkpoint(str(train_dir))
-    assert latest is not None
-    last = int(latest.rsplit("-", 1)[1])
-    result = train.train(_cfg(tmp_path, data["single"], optimizer="rmsprop", batch_size=4,
-                                max_number_of_steps=last + 2))
-    assert (result.start_step, result.step) == (last, last + 2)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
-def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, data, signal_name):
-    train_dir = tmp_path / "train"
-    command = [sys.executable, TINY_CLI, "train", f"--train_dir={train_dir}",
-               f"--dataset_dir={data['single']}", "--model_name=tiny_vgg", "--image_size=32", "--head=pool",
-               "--batch_size=4", "--seed=1", "--log_every_n_steps=1", "--optimizer=sgd"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in process.stderr:  # bounded by the test timeout
-            if " step 3: loss " in line:
-                break
-        process.send_signal(getattr(signal, signal_name))
-        out, err = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    number = getattr(signal, signal_name).value
-    assert process.returncode == 128 + number, err
-    saved = int(re.search(r"interrupted by %s: saved step (\d+) " % signal_name, err).group(1))
-    assert saved >= 3 and tf.train.latest_checkpoint(str(train_dir)).endswith(f"model.ckpt-{saved}")
-    result = train.train(_cfg(tmp_path, data["single"], batch_size=4, optimizer="sgd", head="pool",
-                              max_number_of_steps=saved + 1))
-    assert (result.start_step, result.step) == (saved, saved + 1)
-
-
-def test_a_train_dir_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, data):
-    """Two runs in one train_dir interleave checkpoints, and the one that fails first removes
-    the other's recordkit_run.json (it happened while benchmarking)."""
-    train_dir = tmp_path / "train"
-    train_dir.mkdir()
-    lock = train_dir / train.LOCK
-    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # a live holder: this process
-    with pytest.raises(RecordkitError, match=f"in use by another recordkit train \\(process {os.getpid()} "):
-        train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1))
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock.write_text(f"{socket.gethostname()} {finished.stdout.strip()}")  # its process is gone
-    assert train.train(_cfg(tmp_path, data["single"], max_number_of_steps=1)).step == 1
-    assert not lock.exists()
-
-
 def test_multi_worker_strategy_is_not_offered(tmp_path, capsys):
     """It wrote every worker's checkpoints into one train_dir (issue 16): removed, not shipped."""
     with pytest.raises(SystemExit) as exit_info:
@@ -407,9 +275,9 @@ def test_multi_worker_strategy_is_not_offered(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["file", "file/below"])
-def test_a_train_dir_that_is_or_sits_below_a_file_is_a_one_line_error(tmp_path, data, capsys, where):
+def test_a_train_dir_that_is_or_sits_below_a_file_is_a_one_line_error(tmp_path, tiny_data, capsys, where):
     (tmp_path / "file").write_text("not a folder")
-    assert main(["train", f"--train_dir={tmp_path / where}", f"--dataset_dir={data['single']}"]) == 2
+    assert main(["train", f"--train_dir={tmp_path / where}", f"--dataset_dir={tiny_data['single']}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("recordkit train: error: ") and str(tmp_path / where) in err and "\n" not in err
 
@@ -424,16 +292,7 @@ def test_an_empty_training_split_is_named_in_the_error(tmp_path):
     data_dir = str(tmp_path / "empty")
     write_dataset(data_dir, "single", num_classes=2, sizes={"train": 0, "validation": 2})
     with pytest.raises(RecordkitError, match=f"split 'train' of {data_dir} has no records"):
-        train.train(_cfg(tmp_path, data_dir))
-
-
-def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, data):
-    cfg = _cfg(tmp_path, data["single"], max_number_of_steps=1)
-    train.train(cfg)
-    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    tf.train.Checkpoint(model=other).save(os.path.join(cfg.train_dir, train.CHECKPOINT_NAME))
-    with pytest.raises(RecordkitError, match="does not match the model"):
-        train.train(_cfg(tmp_path, data["single"], max_number_of_steps=2))
+        train.train(tiny_config(tmp_path, data_dir))
 
 
 def test_cli_help_does_not_import_tensorflow():
@@ -448,7 +307,7 @@ def test_cli_help_does_not_import_tensorflow():
     assert done.returncode == 0, done.stderr
 
 
-def test_imagenet_weights_without_network_are_one_line_and_leave_nothing_behind(tmp_path, data):
+def test_imagenet_weights_without_network_are_one_line_and_leave_nothing_behind(tmp_path, tiny_data):
     """The download is pointed at a closed local port (a proxy that refuses), so the test never
     downloads anything; the next run in that train_dir must not think it holds imagenet weights.
     (Inception V3: Keras builds the application before it fetches, and VGG16 with its top is
@@ -459,7 +318,7 @@ def test_imagenet_weights_without_network_are_one_line_and_leave_nothing_behind(
     env.pop("no_proxy", None)
     done = subprocess.run(
         [sys.executable, "-m", "recordkit", "train", "--train_dir", str(tmp_path / "train"), "--dataset_dir",
-         data["single"], "--model_name", "inception_v3", "--image_size", "75", "--checkpoint_path", "imagenet",
+         tiny_data["single"], "--model_name", "inception_v3", "--image_size", "75", "--checkpoint_path", "imagenet",
          "--max_number_of_steps", "1"],
         env=env, capture_output=True, text=True, timeout=300,
     )
