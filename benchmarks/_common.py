@@ -115,25 +115,29 @@ class Run:
     stdout: str
     cpu_seconds: float = 0.0
     tree_mib: float = 0.0  # the largest sum of RSS over the whole process tree at one sample
+    tree_pss_mib: float = 0.0  # the same with PSS (shared pages split among their processes)
 
 
-def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict | None = None) -> Run:
-    """Run `args`, sampling the RSS of the process tree every 50 ms (the kernel's peak for
-    the launcher, the largest sample for any descendant); `env` adds to QUIET_ENV."""
+def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict | None = None,
+                interval: float = 0.05, with_pss: bool = False) -> Run:
+    """Run `args`, sampling the RSS of the process tree every `interval` s (the kernel's peak
+    for the launcher, the largest sample for any descendant), and with `with_pss` the summed
+    PSS too (reading smaps costs more); `env` adds to QUIET_ENV."""
     start, cpu_before = time.monotonic(), _children_cpu()
     process = subprocess.Popen(list(args), cwd=cwd, env={**QUIET_ENV, **(env or {})}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    peaks = {"launcher": 0.0, "workers": 0.0, "tree": 0.0}
+    peaks = {"launcher": 0.0, "workers": 0.0, "tree": 0.0, "pss": 0.0}
     stop = threading.Event()
 
     def sample() -> None:
-        while not stop.wait(0.05):
-            tree = 0.0
+        while not stop.wait(interval):
+            tree = pss = 0.0
             for pid in _descendants(process.pid):
                 key = "launcher" if pid == process.pid else "workers"
                 peaks[key] = max(peaks[key], _rss_mib(pid, "VmHWM" if key == "launcher" else "VmRSS"))
                 tree += _rss_mib(pid, "VmRSS")
-            peaks["tree"] = max(peaks["tree"], tree)
+                pss += _rss_mib(pid, "Pss", "smaps_rollup") if with_pss else 0.0
+            peaks["tree"], peaks["pss"] = max(peaks["tree"], tree), max(peaks["pss"], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -143,7 +147,8 @@ def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict | None 
     sampler.join()
     if process.returncode:
         raise RuntimeError(f"{' '.join(map(str, args))} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return Run(seconds, peaks["launcher"], peaks["workers"], stdout, _children_cpu() - cpu_before, peaks["tree"])
+    return Run(seconds, peaks["launcher"], peaks["workers"], stdout, _children_cpu() - cpu_before, peaks["tree"],
+               peaks["pss"])
 
 
 def _children_cpu() -> float:
@@ -165,9 +170,9 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _rss_mib(pid: int, field: str) -> float:
+def _rss_mib(pid: int, field: str, source: str = "status") -> float:
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{source}") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
