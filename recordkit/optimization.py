@@ -25,7 +25,7 @@ class _Constant(keras.optimizers.schedules.LearningRateSchedule):
         return {"rate": self.rate}
 
 
-def learning_rate_schedule(cfg: TrainConfig, num_samples: int):
+def learning_rate_schedule(cfg: TrainConfig, num_samples: int) -> keras.optimizers.schedules.LearningRateSchedule:
     """Slim's schedules: fixed, exponential (staircase every num_epochs_per_decay), polynomial
     (to end_learning_rate over max steps), and cosine (to 0 over max steps)."""
     if cfg.learning_rate_decay_type not in DECAY_TYPES:
@@ -49,7 +49,8 @@ def learning_rate_schedule(cfg: TrainConfig, num_samples: int):
     return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.max_number_of_steps)
 
 
-def make_optimizer(cfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
+def make_optimizer(cfg: TrainConfig, schedule: keras.optimizers.schedules.LearningRateSchedule
+                   ) -> keras.optimizers.Optimizer:
     """Slim's optimizers with slim's defaults (note opt_epsilon=1.0 for rmsprop and adam)."""
     if cfg.optimizer == "rmsprop":
         opt = keras.optimizers.RMSprop(schedule, rho=cfg.rmsprop_decay,

@@ -88,6 +88,7 @@ ADJUSTABLE = ("learning_rate", "learning_rate_decay_type", "learning_rate_decay_
 
 
 def adjustable(cfg: TrainConfig) -> dict:
+    """The ADJUSTABLE flags' values, recorded so that a resume can log what it changed."""
     return {name: getattr(cfg, name) for name in ADJUSTABLE}
 
 

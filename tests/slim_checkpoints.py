@@ -2,7 +2,7 @@
 
 tf_slim still builds the original `vgg_16` / `inception_v3` graphs under tf.compat.v1, so the
 checkpoints have exactly the published names and shapes. On TF 2.21 it needs a few moved
-modules aliased first (see docs: REFERENCE.md). Values have a healthy scale (He-style weights,
+modules aliased first (see `import_slim`). Values have a healthy scale (He-style weights,
 non-zero biases, random BatchNorm statistics) so that a wrong mapping changes the logits.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import io
+import os
 import pathlib
 import subprocess
 import sys
@@ -64,18 +65,16 @@ def _call(slim, arg_scope, net, images, num_classes):
     return logits
 
 
-def make_checkpoint(model_name: str, prefix: str, image_size: int, images: np.ndarray | None = None,
-                    seed: int = 0) -> tuple[str, tf.train.CheckpointReader, np.ndarray | None]:
-    """Write a slim checkpoint; returns (path, TF's reader of it, slim's logits on `images`).
-
-    `images` are already preprocessed, NHWC float32 at `image_size`. VGG16 is built in a process
-    of its own: its 552 MB of variables, their values and the graph's memory would otherwise
-    stay in the test process.
-    """
-    if model_name == "vgg_16":
-        return _in_subprocess(model_name, prefix, image_size, images, seed)
-    path, out = _write(model_name, prefix, image_size, images, seed)
-    return path, tf.train.load_checkpoint(path), out
+def make_vgg_checkpoint(prefix: str, images: np.ndarray) -> tuple[str, tf.train.CheckpointReader, np.ndarray]:
+    """Write a slim vgg_16 checkpoint (seed 0); returns (path, TF's reader of it, slim's logits
+    on `images`, preprocessed NHWC float32 at 224 px). Built in a process of its own: its 552
+    MB of variables, their values and the graph's memory would otherwise stay in this one."""
+    arrays = prefix + ".arrays.npz"
+    np.savez(arrays, images=images)
+    subprocess.run([sys.executable, __file__, "vgg_16", prefix, str(images.shape[1]), arrays], check=True)
+    with np.load(arrays) as saved:
+        logits = saved["logits"]
+    return prefix, tf.train.load_checkpoint(prefix), logits  # Saver.save returns the prefix it was given
 
 
 INCEPTION_SIZE = 139  # above 107, the least that slim's AuxLogits (a 5x5 pool on Mixed_6e) accepts
@@ -108,7 +107,9 @@ def shared_inception(root: pathlib.Path) -> SlimInception:
             images = np.concatenate([noise.astype(np.float32), pixels.numpy()[None]])
             _, logits = _write("inception_v3", str(folder / "inception_v3.ckpt"), INCEPTION_SIZE, images, seed=0)
             np.save(folder / "images.npy", images)
-            np.save(folder / "logits.npy", logits.reshape(len(images), -1))
+            with open(folder / "logits.tmp", "wb") as f:  # the marker of a finished build: whole or absent
+                np.save(f, logits.reshape(len(images), -1))
+            os.replace(folder / "logits.tmp", folder / "logits.npy")
     path = str(folder / "inception_v3.ckpt")
     return SlimInception(path, tf.train.load_checkpoint(path), np.load(folder / "images.npy"),
                          np.load(folder / "logits.npy"), str(folder / "image.jpg"))
@@ -122,8 +123,8 @@ def _smooth_jpeg(rng: np.random.Generator) -> bytes:
     return out.getvalue()
 
 
-def _write(model_name: str, prefix: str, image_size: int, images: np.ndarray | None,
-           seed: int) -> tuple[str, np.ndarray | None]:
+def _write(model_name: str, prefix: str, image_size: int, images: np.ndarray,
+           seed: int) -> tuple[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     _, network = _network(model_name)
     graph = tf.Graph()
@@ -136,23 +137,13 @@ def _write(model_name: str, prefix: str, image_size: int, images: np.ndarray | N
             for v in variables:
                 v.load(_random_value(v.op.name, v.shape.as_list(), rng), session)
             path = saver.save(session, prefix, write_meta_graph=False)
-            out = session.run(logits, {x: images}) if images is not None else None
+            out = session.run(logits, {x: images})
     return path, out
 
 
-def _in_subprocess(model_name, prefix, image_size, images, seed):
-    arrays = prefix + ".arrays.npz"
-    np.savez(arrays, **({"images": images} if images is not None else {}))
-    subprocess.run([sys.executable, __file__, model_name, prefix, str(image_size), arrays, str(seed)], check=True)
-    with np.load(arrays) as saved:
-        out = saved["logits"] if "logits" in saved else None
-    path = prefix  # Saver.save returns the prefix it was given
-    return path, tf.train.load_checkpoint(path), out
-
-
-if __name__ == "__main__":  # python slim_checkpoints.py MODEL PREFIX SIZE ARRAYS.npz SEED
-    model, prefix_arg, size, arrays_path, seed_arg = sys.argv[1:]
+if __name__ == "__main__":  # python slim_checkpoints.py MODEL PREFIX SIZE ARRAYS.npz
+    model, prefix_arg, size, arrays_path = sys.argv[1:]
     with np.load(arrays_path) as given:
-        batch = given["images"] if "images" in given else None
-    _, logits_out = _write(model, prefix_arg, int(size), batch, int(seed_arg))
-    np.savez(arrays_path, **({"logits": logits_out} if logits_out is not None else {}))
+        batch = given["images"]
+    _, logits_out = _write(model, prefix_arg, int(size), batch, seed=0)
+    np.savez(arrays_path, logits=logits_out)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from recordkit import checkpoints, models, preprocessing
 from recordkit.errors import RecordkitError
 from shared_data import HED_WEIGHTS, needs_hed_weights
-from slim_checkpoints import INCEPTION_SIZE, make_checkpoint
+from slim_checkpoints import INCEPTION_SIZE, make_vgg_checkpoint
 
 
 def _assert_landed(spec, model, values, excluded=()):
@@ -29,7 +29,8 @@ def _assert_landed(spec, model, values, excluded=()):
 
 @pytest.mark.slow
 def test_inception_slim_checkpoint_tensor_by_tensor_and_logits(slim_inception):
-    path, values, images, slim_logits = slim_inception.path, slim_inception.reader, slim_inception.images, slim_inception.logits
+    s = slim_inception
+    path, values, images, slim_logits = s.path, s.reader, s.images, s.logits
     spec = models.get("inception_v3")
     model, info = checkpoints.pretrained_model("inception_v3", path, image_size=INCEPTION_SIZE)
     assert info["num_classes"] == 1001 and info["label_offset"] == 1
@@ -72,8 +73,8 @@ ALONE = "RECORDKIT_TEST_ALONE"  # set in the pytest process a test runs itself i
 
 def _in_own_process(test) -> bool:
     """Run `test` in a pytest process of its own (unless this is that process); True if it was
-    handed over. For tests that build VGG16 with its 138M-weight top: the ~2.5 GB of heap
-    they leave would otherwise stay in the suite's process for every later test. oneDNN is
+    handed over. For the test that builds VGG16 with its 138M-weight top: the ~2.5 GB of heap
+    it leaves would otherwise stay in the test worker for every later test. oneDNN is
     off there: with it, the random initialisation of fc6's 411 MB kernel keeps ~1.2 GB resident
     (measured: 0.4 GB without), and a name map does not depend on which kernels run."""
     if os.environ.get(ALONE):
@@ -90,7 +91,7 @@ def test_vgg_slim_checkpoint_tensor_by_tensor_and_logits(tmp_path):
     if _in_own_process(test_vgg_slim_checkpoint_tensor_by_tensor_and_logits):
         return
     images = np.random.default_rng(2).uniform(-100, 100, (1, 224, 224, 3)).astype(np.float32)
-    path, values, slim_logits = make_checkpoint("vgg_16", str(tmp_path / "vgg_16.ckpt"), 224, images)
+    path, values, slim_logits = make_vgg_checkpoint(str(tmp_path / "vgg_16.ckpt"), images)
     spec = models.get("vgg_16")
     model, info = checkpoints.pretrained_model("vgg_16", path)
     assert info["num_classes"] == 1000 and info["label_offset"] == 0 and info["preprocessing"] == "vgg"
@@ -124,13 +125,8 @@ def test_keras_weights_file_with_top(tmp_path):
     np.testing.assert_allclose(model(images).numpy(), app(images).numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("include_top", [True, False], ids=["with_top", "without"])
-def test_a_keras_weights_file_is_read_with_or_without_the_top_as_its_layers_say(tmp_path, monkeypatch, include_top):
-    """The file's layer names choose, so a file without the top is never first built into
-    VGG16 with its 138M-weight top (the real HED file: test_real_vgg16_weights...)."""
-    spec = models.get("tiny_vgg")
-    path = str(tmp_path / "tiny.weights.h5")
-    spec.keras_application(None, include_top=include_top).save_weights(path)
+def _record_include_top(monkeypatch) -> list[bool]:
+    """The include_top of every Keras application built from now on, in order."""
     tried = []
     build = models.ModelSpec.keras_application
 
@@ -139,6 +135,17 @@ def test_a_keras_weights_file_is_read_with_or_without_the_top_as_its_layers_say(
         return build(self, weights, include_top)
 
     monkeypatch.setattr(models.ModelSpec, "keras_application", spy)
+    return tried
+
+
+@pytest.mark.parametrize("include_top", [True, False], ids=["with_top", "without"])
+def test_a_keras_weights_file_is_read_with_or_without_the_top_as_its_layers_say(tmp_path, monkeypatch, include_top):
+    """The file's layer names choose, so a file without the top is never first built into
+    VGG16 with its 138M-weight top (the real HED file: test_real_vgg16_weights...)."""
+    spec = models.get("tiny_vgg")
+    path = str(tmp_path / "tiny.weights.h5")
+    spec.keras_application(None, include_top=include_top).save_weights(path)
+    tried = _record_include_top(monkeypatch)
     tensors = checkpoints.read(spec, checkpoints.source_for(path))
     assert tried == [include_top]
     assert ("tiny_vgg/fc8/weights" in tensors) == include_top and "tiny_vgg/conv1/conv1_1/weights" in tensors
@@ -155,15 +162,17 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 @needs_hed_weights
-def test_real_vgg16_weights_load_and_their_first_layer_detects_edges():
+def test_real_vgg16_weights_load_and_their_first_layer_detects_edges(monkeypatch):
     """The real HED/ImageNet VGG16 file through the product's loader: its trained first-layer
     filters answer a vertical edge ~9x more than the flat areas beside it; random ones ~1x."""
     spec = models.get("vgg_16")
     model = models.build(spec, 6, 32, head="pool")
     source = checkpoints.source_for(str(HED_WEIGHTS))
+    tried = _record_include_top(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "freshly-initialized weights" notice may slip through
         report = checkpoints.load(model, spec, source, ["logits"])
+    assert tried == [False]  # never first built into VGG16 with its 138M-weight top
     assert len(report.loaded) == 26 and checkpoints.preprocessing_for(spec, source) == "caffe"
     with h5py.File(HED_WEIGHTS) as f:  # every tensor of the file, landed somewhere in the model
         stored = []

@@ -59,12 +59,12 @@ def test_trains_both_label_kinds(tmp_path, tiny_data, kind):
 ])
 def test_whole_network_learns_a_fixed_batch(tmp_path, fixed_batch, model_name, kind, learning_rate, steps):
     """Every layer trains from scratch; multi-label runs use the masked sigmoid loss. (That
-    loss does not depend on the network; Inception V3 with it is
-    test_inception_trains_both_label_kinds[multi-auto]'s subject.)"""
+    loss does not depend on the network, so tiny_vgg shows it learning;
+    test_inception_trains_both_label_kinds[multi-auto] runs Inception V3 with it.)"""
     keras.utils.set_random_seed(0)
     size = models.get(model_name).min_size
     result = train.train(tiny_config(tmp_path, fixed_batch[kind], model_name=model_name, image_size=size,
-                              max_number_of_steps=steps, learning_rate=learning_rate, **FIXED_BATCH))
+                                     max_number_of_steps=steps, learning_rate=learning_rate, **FIXED_BATCH))
     assert _falls(result.losses, k=3, ratio=0.7), result.losses
     assert runs.read_run_metadata(str(tmp_path / "train"))["loss"] == {"single": "softmax", "multi": "sigmoid"}[kind]
 
@@ -99,7 +99,7 @@ def test_mirrored_strategy_on_two_cpus_matches_default(tmp_path, fixed_batch):
 def test_mixed_precision_runs_on_cpu_and_resumes_only_with_the_flag(tmp_path, fixed_batch):
     keras.utils.set_random_seed(0)
     cfg = tiny_config(tmp_path, fixed_batch["single"], max_number_of_steps=2, mixed_precision=True,
-               learning_rate=5e-5, **FIXED_BATCH)
+                      learning_rate=5e-5, **FIXED_BATCH)
     first = train.train(cfg)
     cfg.max_number_of_steps = 3
     resumed = train.train(cfg)
@@ -119,13 +119,13 @@ def test_jit_compile_and_synthetic_input_keep_the_steps(tmp_path, fixed_batch):
     for name, extra in (("plain", {}), ("xla", {"jit_compile": True}), ("synthetic", {"synthetic_input": True})):
         keras.utils.set_random_seed(0)
         losses[name] = train.train(tiny_config(tmp_path / name, fixed_batch["single"], max_number_of_steps=4,
-                                        **FIXED_BATCH, **extra)).losses
+                                               **FIXED_BATCH, **extra)).losses
     np.testing.assert_allclose(losses["xla"], losses["plain"], rtol=1e-4)
     np.testing.assert_allclose(losses["synthetic"], losses["plain"], rtol=1e-5)
     assert _falls(losses["plain"], k=1, ratio=0.99), losses["plain"]
     with pytest.raises(RecordkitError, match="--synthetic_input measures the image path"):
         train.train(tiny_config(tmp_path / "cached", fixed_batch["single"], trainable_scopes=["tiny_vgg/fc8"],
-                         synthetic_input=True))
+                                synthetic_input=True))
 
 
 @pytest.mark.slow
@@ -137,7 +137,7 @@ def test_inception_trains_both_label_kinds(tmp_path, tiny_data, kind, cache):
     features are too noisy to show it.)"""
     keras.utils.set_random_seed(0)
     cfg = tiny_config(tmp_path, tiny_data[kind], model_name="inception_v3", image_size=75, max_number_of_steps=12,
-               trainable_scopes=["InceptionV3/Logits"], feature_cache=cache, learning_rate=0.05)
+                      trainable_scopes=["InceptionV3/Logits"], feature_cache=cache, learning_rate=0.05)
     result = train.train(cfg)
     assert result.feature_cache == ("backbone" if cache == "auto" else None)
     assert result.step == 12 and all(np.isfinite(result.losses))
@@ -157,7 +157,7 @@ def test_same_flags_and_seed_give_the_same_losses(tmp_path, tiny_data):
     for name, global_seed, seed in (("a", 1, 5), ("b", 2, 5), ("c", 1, 6)):
         keras.utils.set_random_seed(global_seed)
         runs.append(train.train(tiny_config(tmp_path / name, tiny_data["single"], max_number_of_steps=3, seed=seed,
-                                     dropout=0.5, optimizer="sgd", learning_rate=0.01)).losses)
+                                            dropout=0.5, optimizer="sgd", learning_rate=0.01)).losses)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
 
@@ -169,12 +169,12 @@ def test_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_path, t
     notop = str(tmp_path / "notop.weights.h5")
     spec.keras_application(None, include_top=False).save_weights(notop)
     result = train.train(tiny_config(tmp_path / "auto", tiny_data["single"], max_number_of_steps=1, checkpoint_path=notop,
-                              checkpoint_exclude_scopes=["logits"]))
+                                     checkpoint_exclude_scopes=["logits"]))
     model, meta = runs.load_for_inference(str(tmp_path / "auto" / "train"))
     assert meta["head"] == "pool" and result.step == 1
     assert models.GLOBAL_POOL in [l.name for l in model.layers] and "fc6" not in [l.name for l in model.layers]
     train.train(tiny_config(tmp_path / "slim", tiny_data["single"], max_number_of_steps=1, checkpoint_path=notop,
-                     head="slim", checkpoint_exclude_scopes=["tiny_vgg/fc6", "tiny_vgg/fc7", "logits"]))
+                            head="slim", checkpoint_exclude_scopes=["tiny_vgg/fc6", "tiny_vgg/fc7", "logits"]))
     assert runs.read_run_metadata(str(tmp_path / "slim" / "train"))["head"] == "slim"
     train.train(tiny_config(tmp_path / "scratch", tiny_data["single"], max_number_of_steps=1))
     assert runs.read_run_metadata(str(tmp_path / "scratch" / "train"))["head"] == "slim"
@@ -187,11 +187,11 @@ def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, tiny_data):
     notop = str(tmp_path / "notop.weights.h5")
     spec.keras_application(None, include_top=False).save_weights(notop)
     first = tiny_config(tmp_path / "one", tiny_data["single"], max_number_of_steps=2, checkpoint_path=notop,
-                 checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
+                        checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
     assert train.train(first).feature_cache == models.GLOBAL_POOL
     trained, _ = runs.load_for_inference(first.train_dir)
     second = tiny_config(tmp_path / "two", tiny_data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
-                  trainable_scopes=["tiny_vgg/conv2", "logits"], learning_rate=0.0)
+                         trainable_scopes=["tiny_vgg/conv2", "logits"], learning_rate=0.0)
     assert train.train(second).feature_cache == "block1_pool"
     model, meta = runs.load_for_inference(second.train_dir)
     assert meta["head"] == "pool" and meta["preprocessing"] == "caffe" and meta["weights"] == f"run:{first.train_dir}"
@@ -202,7 +202,7 @@ def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, tiny_data):
 def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, tiny_data):
     keras.utils.set_random_seed(2)
     cfg = tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=2, feature_cache="off",
-               trainable_scopes=["tiny_vgg/fc7", "logits"])
+                      trainable_scopes=["tiny_vgg/fc7", "logits"])
     train.train(cfg)
     spec = models.get("tiny_vgg")
     model, _ = runs.load_for_inference(cfg.train_dir)
@@ -236,8 +236,8 @@ def test_cached_top_matches_full_forward(tmp_path, tiny_data, scopes, cut):
         keras.utils.set_random_seed(4)
         # Full-batch steps without augmentation or dropout: both paths see identical batches.
         cfg = tiny_config(tmp_path / cache, tiny_data["single"], max_number_of_steps=5, batch_size=24,
-                   trainable_scopes=scopes, feature_cache=cache, augment=False, dropout=0.0,
-                   optimizer="momentum", learning_rate=0.01, shuffle_buffer=1)
+                          trainable_scopes=scopes, feature_cache=cache, augment=False, dropout=0.0,
+                          optimizer="momentum", learning_rate=0.01, shuffle_buffer=1)
         results[cache] = train.train(cfg)
         results[cache + "_kernel"] = runs.load_for_inference(cfg.train_dir)[0].get_layer("logits").kernel.numpy()
     assert results["on"].feature_cache == cut and results["off"].feature_cache is None

@@ -28,11 +28,11 @@ def test_resume_continues_step_optimizer_and_data_position(tmp_path, tiny_data, 
     before the head-only path caches the body's features) can make it continue exactly."""
     keras.utils.set_random_seed(1)
     straight = train.train(tiny_config(tmp_path / "a", tiny_data["single"], max_number_of_steps=6, dropout=0.0,
-                                trainable_scopes=scopes))
+                                       trainable_scopes=scopes))
     keras.utils.set_random_seed(1)
     train.train(tiny_config(tmp_path / "b", tiny_data["single"], max_number_of_steps=3, dropout=0.0, trainable_scopes=scopes))
     resumed = train.train(tiny_config(tmp_path / "b", tiny_data["single"], max_number_of_steps=6, dropout=0.0,
-                               trainable_scopes=scopes, checkpoint_path="ignored-when-resuming.ckpt"))
+                                      trainable_scopes=scopes, checkpoint_path="ignored-when-resuming.ckpt"))
     assert resumed.resumed_from.endswith("model.ckpt-3") and (resumed.start_step, resumed.step) == (3, 6)
     np.testing.assert_allclose(resumed.losses, straight.losses[3:], rtol=1e-4)
     model, meta = runs.load_for_inference(str(tmp_path / "b" / "train"))
@@ -41,7 +41,7 @@ def test_resume_continues_step_optimizer_and_data_position(tmp_path, tiny_data, 
 
 def test_keeps_newest_five_checkpoints(tmp_path, tiny_data):
     result = train.train(tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=7, save_interval_secs=0,
-                              optimizer="sgd"))  # no slot variables: a third of adam's checkpoint
+                                     optimizer="sgd"))  # no slot variables: a third of adam's checkpoint
     state = tf.train.get_checkpoint_state(str(tmp_path / "train"))
     kept = [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
     assert kept == [3, 4, 5, 6, 7] and result.checkpoint.endswith("model.ckpt-7")
@@ -63,7 +63,7 @@ def test_resume_refuses_changes_to_model_loss_inputs_or_optimizer_state_and_logs
             train.train(tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=2, **{"trainable_scopes": ["logits"], name: value}))
     with caplog.at_level("INFO", logger="recordkit"):
         result = train.train(tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=2, trainable_scopes=["logits"],
-                                  learning_rate=5e-5, weight_decay=0.0))
+                                         learning_rate=5e-5, weight_decay=0.0))
     assert (result.start_step, result.step) == (1, 2)
     assert "learning_rate: 0.0001 → 5e-05; weight_decay: 4e-05 → 0.0" in caplog.text
     assert runs.read_run_metadata(str(tmp_path / "train"))["adjustable"]["learning_rate"] == 5e-5
@@ -113,7 +113,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, tin
     saved = int(re.search(r"interrupted by %s: saved step (\d+) " % signal_name, err).group(1))
     assert saved >= 3 and tf.train.latest_checkpoint(str(train_dir)).endswith(f"model.ckpt-{saved}")
     result = train.train(tiny_config(tmp_path, tiny_data["single"], batch_size=4, optimizer="sgd", head="pool",
-                              max_number_of_steps=saved + 1))
+                                     max_number_of_steps=saved + 1))
     assert (result.start_step, result.step) == (saved, saved + 1)
 
 
