@@ -118,13 +118,14 @@ class Run:
     tree_pss_mib: float = 0.0  # the same with PSS (shared pages split among their processes)
 
 
-def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict | None = None,
+def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict[str, str | None] | None = None,
                 interval: float = 0.05, with_pss: bool = False) -> Run:
     """Run `args`, sampling the RSS of the process tree every `interval` s (the kernel's peak
     for the launcher, the largest sample for any descendant), and with `with_pss` the summed
-    PSS too (reading smaps costs more); `env` adds to QUIET_ENV."""
+    PSS too (reading smaps costs more); `env` adds to QUIET_ENV (None removes a variable)."""
     start, cpu_before = time.monotonic(), _children_cpu()
-    process = subprocess.Popen(list(args), cwd=cwd, env={**QUIET_ENV, **(env or {})}, stdout=subprocess.PIPE,
+    environment = {k: v for k, v in {**QUIET_ENV, **(env or {})}.items() if v is not None}
+    process = subprocess.Popen(list(args), cwd=cwd, env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     peaks = {"launcher": 0.0, "workers": 0.0, "tree": 0.0, "pss": 0.0}
     stop = threading.Event()
@@ -134,9 +135,9 @@ def run_command(args: Sequence[str], cwd: pathlib.Path = REPO, env: dict | None 
             tree = pss = 0.0
             for pid in _descendants(process.pid):
                 key = "launcher" if pid == process.pid else "workers"
-                peaks[key] = max(peaks[key], _rss_mib(pid, "VmHWM" if key == "launcher" else "VmRSS"))
-                tree += _rss_mib(pid, "VmRSS")
-                pss += _rss_mib(pid, "Pss", "smaps_rollup") if with_pss else 0.0
+                peaks[key] = max(peaks[key], _proc_mib(pid, "VmHWM" if key == "launcher" else "VmRSS"))
+                tree += _proc_mib(pid, "VmRSS")
+                pss += _proc_mib(pid, "Pss", "smaps_rollup") if with_pss else 0.0
             peaks["tree"], peaks["pss"] = max(peaks["tree"], tree), max(peaks["pss"], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -170,7 +171,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _rss_mib(pid: int, field: str, source: str = "status") -> float:
+def _proc_mib(pid: int, field: str, source: str = "status") -> float:
     try:
         with open(f"/proc/{pid}/{source}") as f:
             for line in f:
