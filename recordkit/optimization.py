@@ -67,6 +67,11 @@ def make_optimizer(cfg: TrainConfig, schedule: keras.optimizers.schedules.Learni
     return keras.optimizers.LossScaleOptimizer(opt) if cfg.mixed_precision else opt
 
 
+def default_loss(label_kind: str) -> str:
+    """What --loss means when not given: softmax for one label an image, else sigmoid."""
+    return "softmax" if label_kind == "single" else "sigmoid"
+
+
 def per_example_loss(kind: str, logits: tf.Tensor, targets: dict) -> tf.Tensor:
     """Softmax cross-entropy on `label`, or sigmoid cross-entropy on `multi_hot` averaged over
     the entries `mask` keeps (difficult-only classes are ignored, as in the VOC devkit)."""

@@ -15,7 +15,7 @@ import os
 import keras
 import tensorflow as tf
 
-from recordkit import metadata, models
+from recordkit import metadata, models, optimization
 from recordkit.errors import RecordkitError
 from recordkit.train_config import TrainConfig
 
@@ -96,11 +96,10 @@ def check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, sp
     """Refuse a resume that would change the model, its loss, its inputs or the layout of the
     optimizer state (the checkpoint would be restored into something else, slots by position);
     return the adjustable settings that change ("name: old → new") for the log."""
-    default_loss = "softmax" if info.label_kind == "single" else "sigmoid"
     wanted = {"model_name": spec.name, "num_classes": info.num_classes, "classes": list(info.classes),
               "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
               "mixed_precision": cfg.mixed_precision,  # its optimizer wraps a loss scaler
-              "loss": cfg.loss or default_loss, "dropout": cfg.dropout,
+              "loss": cfg.loss or optimization.default_loss(info.label_kind), "dropout": cfg.dropout,
               "trainable_scopes": list(cfg.trainable_scopes), "augment": cfg.augment}
     for name in ("image_size", "head", "preprocessing"):
         if getattr(cfg, name):

@@ -60,7 +60,7 @@ class TrainResult:
 
 def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models.ModelSpec,
                       source: checkpoints.WeightsSource) -> dict:
-    loss = cfg.loss or ("softmax" if info.label_kind == "single" else "sigmoid")
+    loss = cfg.loss or optimization.default_loss(info.label_kind)
     if loss not in LOSSES:
         raise RecordkitError(f"unknown --loss {loss!r}; expected one of {', '.join(LOSSES)}")
     if loss == "softmax" and info.label_kind != "single":

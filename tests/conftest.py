@@ -23,10 +23,14 @@ def _free_keras_state():
         _LIBC.malloc_trim(0)  # glibc keeps freed heap pages otherwise
 
 
+def _xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")  # pytest-xdist gives its workers their input here
+
+
 def pytest_configure(config):
     """Processes that run tests get the tiny model; pytest-xdist's controller runs none and so
     never imports TensorFlow (~0.3 GB)."""
-    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+    if _xdist_worker(config) or not config.getoption("numprocesses", None):
         quiet_tensorflow_start()  # its C++ start-up lines would reach the terminal
         import tiny_model  # noqa: F401
 
@@ -52,18 +56,13 @@ def slim_inception(request, tmp_path_factory):
     from slim_checkpoints import shared_inception
 
     root = tmp_path_factory.getbasetemp()
-    in_xdist_worker = hasattr(request.config, "workerinput")
-    return shared_inception(root.parent if in_xdist_worker else root)
+    return shared_inception(root.parent if _xdist_worker(request.config) else root)
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """A learnable 4-class dataset of each label kind (24 train, 8 validation records), for
     the training tests (test_train*.py; configs: training_setup.tiny_config)."""
-    from fixtures_records import write_dataset
+    from fixtures_records import write_both_label_kinds
 
-    dirs = {}
-    for kind in ("single", "multi"):
-        dirs[kind] = str(tmp_path_factory.mktemp(kind))
-        write_dataset(dirs[kind], kind, num_classes=4, sizes={"train": 24, "validation": 8})
-    return dirs
+    return write_both_label_kinds(tmp_path_factory, "", {"train": 24, "validation": 8})

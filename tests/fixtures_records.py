@@ -98,3 +98,13 @@ def write_dataset(directory: str, label_kind: str = "single", num_classes: int =
     with open(os.path.join(directory, metadata.DATASET_JSON), "w") as f:
         f.write(info.to_json())
     return info
+
+
+def write_both_label_kinds(tmp_path_factory, prefix: str, sizes: dict[str, int]) -> dict[str, str]:
+    """A learnable 4-class dataset of each label kind, in temporary folders `{prefix}{kind}`:
+    {"single": folder, "multi": folder}."""
+    dirs = {}
+    for kind in ("single", "multi"):
+        dirs[kind] = str(tmp_path_factory.mktemp(f"{prefix}{kind}"))
+        write_dataset(dirs[kind], kind, num_classes=4, sizes=sizes)
+    return dirs

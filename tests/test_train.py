@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fixtures_records import write_dataset
+from fixtures_records import write_both_label_kinds, write_dataset
 from recordkit import checkpoints, models, optimization, runs, train
 from recordkit.cli import main
 from recordkit.errors import RecordkitError
@@ -23,11 +23,7 @@ from training_setup import tiny_config
 @pytest.fixture(scope="module")
 def fixed_batch(tmp_path_factory):
     """8 training images per label kind: with FIXED_BATCH every step sees all of them."""
-    dirs = {}
-    for kind in ("single", "multi"):
-        dirs[kind] = str(tmp_path_factory.mktemp(f"fixed-{kind}"))
-        write_dataset(dirs[kind], kind, num_classes=4, sizes={"train": 8, "validation": 4})
-    return dirs
+    return write_both_label_kinds(tmp_path_factory, "fixed-", {"train": 8, "validation": 4})
 
 
 # Whole-set batches, no augmentation, dropout or shuffle buffer: each step evaluates the same
