@@ -8,9 +8,10 @@ process has used --budget-minutes of CPU time (user + system, all threads), then
 saves a checkpoint and stops (exit 143); `recordkit eval` scores that checkpoint on the
 validation split (its CPU time is reported apart). Configurations:
 
-  a  HED backbone, the new head trained on cached body outputs (pool head, logits only)
+  a  HED backbone ended at block4_pool (HED retrained conv5 for edges), the default head
+     (pooling, BatchNorm, logits) trained on cached pooled features, 6,000 steps at most
   b  the same, full forward pass every step (--feature_cache=off, random crops and flips)
-  c  HED backbone, conv5 unfrozen too (the cache then holds block4_pool outputs)
+  c  the whole HED backbone, conv5 unfrozen too (the cache then holds block4_pool outputs)
   d  the same architecture from scratch (no weights, every layer trains)
   e  the tutorial's recipe as given (slim head, fc6-fc8 excluded and trained, RMSProp 1e-3)
 
@@ -34,12 +35,13 @@ import _common
 HED = pathlib.Path(os.environ.get("RECORDKIT_HED_WEIGHTS", _common.REPO.parent / "shared" / "weights"
                                   / "vgg16_hed_notop.weights.h5"))
 ADAM = ["--optimizer=adam", "--opt_epsilon=1e-7", "--learning_rate_decay_type=fixed"]
+BLOCK4_HEAD = [f"--checkpoint_path={HED}", "--backbone_output=block4_pool", "--checkpoint_exclude_scopes=logits",
+               "--trainable_scopes=logits", "--learning_rate=1e-3", "--max_number_of_steps=6000", *ADAM]
 CONFIGS = {
-    "a": ("HED, head on cached features", [f"--checkpoint_path={HED}", "--checkpoint_exclude_scopes=logits",
-                                           "--trainable_scopes=logits", "--learning_rate=1e-3", *ADAM]),
-    "b": ("HED, head, full forward", [f"--checkpoint_path={HED}", "--checkpoint_exclude_scopes=logits",
-                                      "--trainable_scopes=logits", "--learning_rate=1e-3", "--feature_cache=off", *ADAM]),
-    "c": ("HED, conv5 + head (cached block4)", [f"--checkpoint_path={HED}", "--checkpoint_exclude_scopes=logits",
+    "a": ("HED to block4, head on cached features", BLOCK4_HEAD),
+    "b": ("the same, full forward", [*BLOCK4_HEAD, "--feature_cache=off"]),
+    "c": ("HED, conv5 + head (cached block4)", [f"--checkpoint_path={HED}", "--head=pool",
+                                                "--checkpoint_exclude_scopes=logits",
                                                 "--trainable_scopes=vgg_16/conv5,logits", "--learning_rate=1e-4", *ADAM]),
     "d": ("from scratch, all layers", ["--head=pool", "--learning_rate=1e-4", *ADAM]),
     "e": ("tutorial recipe (slim head)", [f"--checkpoint_path={HED}", "--head=slim",

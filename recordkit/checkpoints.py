@@ -184,12 +184,10 @@ def read(spec: models.ModelSpec, source: WeightsSource) -> Mapping[str, np.ndarr
 
 def holds(spec: models.ModelSpec, source: WeightsSource, names: list[str]) -> bool:
     """Whether the source has every one of these slim tensors, reading as little as it can: a
-    slim checkpoint's index (`SlimTensors` reads no tensor to answer `in`), a run's recorded
-    head. Keras files are loaded (only the Keras application knows which layers they fill)."""
+    slim checkpoint's index (`SlimTensors` reads no tensor to answer `in`). Keras files are
+    loaded (only the Keras application knows which layers they fill)."""
     if source.kind == "none":
         return False
-    if source.kind == "run":  # a run with the slim head trained every dense layer
-        return runs.read_run_metadata(runs.run_folder(source.path)).get("head", "slim") == "slim"
     tensors = read(spec, source)
     return all(name in tensors for name in names)
 

@@ -55,7 +55,8 @@ def split(model: keras.Model, spec: models.ModelSpec) -> Split | None:
     dropout before a trained layer must stay in training mode, so it is never the cut)."""
     backbone = model.get_layer(models.BACKBONE)
     after = model.layers[model.layers.index(backbone) + 1 :]
-    cuts = [(name, backbone) for name in spec.cut_layers]
+    present = {layer.name for layer in backbone.layers}  # --backbone_output ends it early
+    cuts = [(name, backbone) for name in spec.cut_layers if name in present]
     cuts += [(models.BACKBONE, model)] + [
         (layer.name, model) for layer in after[:-1] if not isinstance(layer, keras.layers.Dropout)
     ]

@@ -42,7 +42,7 @@ def build_model(meta: dict) -> keras.Model:
     """The model a run's metadata describes (random weights)."""
     spec = models.get(meta["model_name"])
     return models.build(spec, meta["num_classes"], meta["image_size"], meta.get("dropout"),
-                        meta.get("head", "slim"))
+                        meta.get("head", "slim"), meta.get("backbone_output"))
 
 
 def run_folder(checkpoint_path: str) -> str:
@@ -101,7 +101,7 @@ def check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, sp
               "mixed_precision": cfg.mixed_precision,  # its optimizer wraps a loss scaler
               "loss": cfg.loss or optimization.default_loss(info.label_kind), "dropout": cfg.dropout,
               "trainable_scopes": list(cfg.trainable_scopes), "augment": cfg.augment}
-    for name in ("image_size", "head", "preprocessing"):
+    for name in ("image_size", "head", "preprocessing", "backbone_output"):
         if getattr(cfg, name):
             wanted[name] = getattr(cfg, name)
     recorded = {"mixed_precision": False, "head": "slim", **meta}  # runs recorded before the flag was

@@ -84,6 +84,7 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "dataset_split_name": cfg.dataset_split_name,
         "dropout": cfg.dropout,
         "head": cfg.head or default_head(spec, source),
+        "backbone_output": cfg.backbone_output or _run_source(source).get("backbone_output"),
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "mixed_precision": cfg.mixed_precision,
@@ -96,13 +97,21 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
 
 
 def default_head(spec: models.ModelSpec, source: checkpoints.WeightsSource) -> str:
-    """The original top when the weights can fill it, else global average pooling: VGG's fc6
-    and fc7 from random values are 120M parameters to learn, on features whose scale the
-    pretrained convolutions set (49% on satellite in issue 13, where pooling gets ~75%)."""
+    """The original top when the weights can fill it, else global average pooling and BatchNorm:
+    VGG's fc6 and fc7 from random values are 120M parameters to learn, on features whose scale
+    the pretrained convolutions set (49% on satellite in issue 13), and a linear layer learns
+    best on standardised features (docs/performance.md section 5)."""
+    if source.kind == "run":  # phase 2 of a recipe continues phase 1's model
+        return _run_source(source).get("head", "slim")
     neck = [f"{scope}/weights" for layer, scope in spec.dense_slim_scopes.items() if layer != models.LOGITS]
     if not neck or source.kind == "none":
         return "slim"
-    return "slim" if checkpoints.holds(spec, source, neck) else "pool"
+    return "slim" if checkpoints.holds(spec, source, neck) else "pool_bn"
+
+
+def _run_source(source: checkpoints.WeightsSource) -> dict:
+    """The metadata of the run the weights come from ({} for other sources)."""
+    return runs.read_run_metadata(runs.run_folder(source.path)) if source.kind == "run" else {}
 
 
 # --- model and scopes ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd", "momentum")
 DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
 LOSSES = ("softmax", "sigmoid")
 STRATEGIES = ("default", "mirrored")  # multi_worker: removed, see docs/train.md
-HEADS = ("slim", "pool")  # the original top, or global average pooling into the logits
+HEADS = ("slim", "pool", "pool_bn")  # the original top; global average pooling (then BatchNorm) into the logits
 
 
 @dataclass
@@ -47,6 +47,7 @@ class TrainConfig:
     loss: str | None = None
     dropout: float | None = None
     head: str | None = None
+    backbone_output: str | None = None
     augment: bool = True
     feature_cache: str = "auto"
     feature_cache_mirror: bool = False

@@ -194,9 +194,9 @@ def test_real_vgg16_weights_load_and_their_first_layer_detects_edges(monkeypatch
 
 
 @pytest.mark.parametrize("names, expected", [(["vgg_16/fc6/weights", "vgg_16/fc7/weights"], "slim"),
-                                             (["vgg_16/fc6/weights"], "pool")])
+                                             (["vgg_16/fc6/weights"], "pool_bn")])
 def test_default_head_reads_only_a_slim_checkpoints_index(tmp_path, names, expected):
-    """fc6 and fc7 in the checkpoint → the slim head; one missing → pooling. Decided from the
+    """fc6 and fc7 in the checkpoint → the slim head; one missing → pooling + BatchNorm. From the
     index: no tensor is read (a slim VGG16 checkpoint is 528 MB)."""
     from recordkit import train
 

@@ -10,9 +10,9 @@ from fixtures_records import write_dataset
 from recordkit import feature_cache, metadata, models, train
 
 
-def _split(name, size, scopes):
+def _split(name, size, scopes, **build):
     spec = models.get(name)
-    model = models.build(spec, 4, size)
+    model = models.build(spec, 4, size, **build)
     train.apply_trainable_scopes(model, spec, scopes)
     return model, feature_cache.split(model, spec)
 
@@ -31,6 +31,17 @@ def test_vgg_cut_is_the_latest_point_with_nothing_trainable_before_it(scopes, cu
         assert [l.name for l in split.top.layers[1:]] == top_layers
     x = np.random.default_rng(0).uniform(-100, 100, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(split.top(split.body(x)), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_backbone_ended_early_is_cut_inside_what_is_left():
+    """With --backbone_output, cut points past the end do not exist; the cut is still the
+    latest frozen point, and the pooled features are what a logits-only run caches."""
+    build = {"head": "pool_bn", "backbone_output": "block4_pool"}
+    model, split = _split("vgg_16", 32, ["vgg_16/conv4/conv4_3", "vgg_16/fc8"], **build)
+    assert split.cut == "block4_conv2"
+    x = np.random.default_rng(0).uniform(-100, 100, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(split.top(split.body(x)), model(x), rtol=1e-5, atol=1e-5)
+    assert _split("vgg_16", 32, ["logits"], **build)[1].cut == models.GLOBAL_POOL
 
 
 def test_inception_cuts_at_a_mixed_block_and_nothing_frozen_means_no_cut():

@@ -19,10 +19,13 @@ def test_unknown_model_lists_valid_names():
         models.get("resnet_v1_50")
 
 
+@pytest.mark.parametrize("head", ["slim", "pool_bn"])
 @pytest.mark.parametrize("name", sorted(MIN_SIZES))
-def test_slim_map_covers_every_variable_once(name):
+def test_slim_map_covers_every_variable_once(name, head):
+    """pool_bn's BatchNorm is named inside the logits' scope, so excluding or training the
+    logits covers it."""
     spec = models.get(name)
-    model = models.build(spec, num_classes=7, image_size=spec.min_size)
+    model = models.build(spec, num_classes=7, image_size=spec.min_size, head=head)
     entries = models.slim_entries(spec, model)
     assert sorted(id(e.variable) for e in entries) == sorted(id(v) for v in model.weights)
     names = [e.slim_name for e in entries]
@@ -40,7 +43,34 @@ def test_too_small_image_size_is_a_clear_error(name):
         models.build(spec, 3, image_size=spec.min_size - 1)
 
 
-def test_dropout_follows_the_originals():
+def test_dropout_follows_the_originals_and_keras_for_pool_heads():
     assert models.get("inception_v3").dropout == pytest.approx(0.2)  # keep_prob 0.8
     vgg = models.build(models.get("vgg_16"), 3, 32)
     assert vgg.get_layer("dropout6").rate == 0.5 and vgg.get_layer(models.HEAD_DROPOUT).rate == 0.5
+    pooled = models.build(models.get("vgg_16"), 3, 32, head="pool_bn")
+    assert pooled.get_layer(models.HEAD_DROPOUT).rate == 0.2
+    assert models.build(models.get("vgg_16"), 3, 32, head="pool", dropout=0.4).get_layer(models.HEAD_DROPOUT).rate == 0.4
+
+
+@pytest.mark.parametrize("name, end, gone", [("vgg_16", "block4_pool", "block5_conv1"),
+                                                ("inception_v3", "mixed7", "mixed8")])
+def test_backbone_output_ends_the_backbone_and_keeps_the_first_slim_names(name, end, gone):
+    """A backbone ended early keeps its first layers with the same slim names (so pretrained
+    weights load into them) and none after the end."""
+    spec = models.get(name)
+    whole = models.build(spec, 5, spec.min_size, head="pool")
+    short = models.build(spec, 5, spec.min_size, head="pool", backbone_output=end)
+    layers = {l.name for l in short.get_layer(models.BACKBONE).layers}
+    assert end in layers and gone not in layers
+    short_names = [e.slim_name for e in models.slim_entries(spec, short)]
+    whole_names = [e.slim_name for e in models.slim_entries(spec, whole)]
+    assert short_names == [n for n in whole_names if n in set(short_names)]
+    assert len(short_names) < len(whole_names)
+
+
+def test_backbone_output_errors_name_the_valid_layers():
+    spec = models.get("vgg_16")
+    with pytest.raises(RecordkitError, match="expected one of block1_conv1, .*block5_pool"):
+        models.build(spec, 3, 32, head="pool", backbone_output="fc6")
+    with pytest.raises(RecordkitError, match="--head pool or pool_bn"):
+        models.build(spec, 3, 32, head="slim", backbone_output="block4_pool")

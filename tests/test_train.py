@@ -158,17 +158,23 @@ def test_same_flags_and_seed_give_the_same_losses(tmp_path, tiny_data):
     assert runs[0] != runs[2]
 
 
+def _notop(tmp_path) -> str:
+    """A Keras include_top=False weights file of tiny_vgg (like the real HED VGG16)."""
+    notop = str(tmp_path / "notop.weights.h5")
+    models.get("tiny_vgg").keras_application(None, include_top=False).save_weights(notop)
+    return notop
+
+
 def test_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_path, tiny_data):
     """A Keras notop file (like the real HED VGG16) cannot fill fc6/fc7: the run pools instead,
     records it, and eval/export rebuild the same model; explicit --head wins."""
-    spec = models.get("tiny_vgg")
-    notop = str(tmp_path / "notop.weights.h5")
-    spec.keras_application(None, include_top=False).save_weights(notop)
+    notop = _notop(tmp_path)
     result = train.train(tiny_config(tmp_path / "auto", tiny_data["single"], max_number_of_steps=1, checkpoint_path=notop,
                                      checkpoint_exclude_scopes=["logits"]))
     model, meta = runs.load_for_inference(str(tmp_path / "auto" / "train"))
-    assert meta["head"] == "pool" and result.step == 1
-    assert models.GLOBAL_POOL in [l.name for l in model.layers] and "fc6" not in [l.name for l in model.layers]
+    assert meta["head"] == "pool_bn" and result.step == 1
+    assert {models.GLOBAL_POOL, models.HEAD_NORM} <= {l.name for l in model.layers}
+    assert "fc6" not in [l.name for l in model.layers]
     train.train(tiny_config(tmp_path / "slim", tiny_data["single"], max_number_of_steps=1, checkpoint_path=notop,
                             head="slim", checkpoint_exclude_scopes=["tiny_vgg/fc6", "tiny_vgg/fc7", "logits"]))
     assert runs.read_run_metadata(str(tmp_path / "slim" / "train"))["head"] == "slim"
@@ -179,11 +185,9 @@ def test_head_defaults_to_pooling_when_the_weights_have_no_fc_layers(tmp_path, t
 def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, tiny_data):
     """Keras' recipe in two runs: the head on cached features, then the last block too, starting
     from run one's train_dir: same head, preprocessing and weights, logits included."""
-    spec = models.get("tiny_vgg")
-    notop = str(tmp_path / "notop.weights.h5")
-    spec.keras_application(None, include_top=False).save_weights(notop)
+    notop = _notop(tmp_path)
     first = tiny_config(tmp_path / "one", tiny_data["single"], max_number_of_steps=2, checkpoint_path=notop,
-                        checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
+                        head="pool", checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
     assert train.train(first).feature_cache == models.GLOBAL_POOL
     trained, _ = runs.load_for_inference(first.train_dir)
     second = tiny_config(tmp_path / "two", tiny_data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
@@ -193,6 +197,31 @@ def test_a_second_phase_starts_from_the_first_runs_weights(tmp_path, tiny_data):
     assert meta["head"] == "pool" and meta["preprocessing"] == "caffe" and meta["weights"] == f"run:{first.train_dir}"
     for a, b in zip(trained.weights, model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_pool_bn_and_backbone_output_carry_into_eval_and_a_second_phase(tmp_path, tiny_data):
+    """The recipe for a backbone whose last blocks learned another task: end it early, train
+    pooling + BatchNorm + logits (the BatchNorm trains with the logits' scope) on cached pooled
+    features. eval rebuilds that model, and a run starting from it gets the same head, end and
+    trained BatchNorm statistics."""
+    notop = _notop(tmp_path)
+    first = tiny_config(tmp_path / "one", tiny_data["single"], max_number_of_steps=3, checkpoint_path=notop,
+                        backbone_output="block1_pool", checkpoint_exclude_scopes=["logits"], trainable_scopes=["logits"])
+    assert train.train(first).feature_cache == models.GLOBAL_POOL
+    model, meta = runs.load_for_inference(first.train_dir)
+    assert meta["head"] == "pool_bn" and meta["backbone_output"] == "block1_pool"
+    assert "block2_conv1" not in {l.name for l in model.get_layer(models.BACKBONE).layers}
+    assert np.abs(model.get_layer(models.HEAD_NORM).moving_mean.numpy()).max() > 0  # it trained
+    keras.utils.set_random_seed(0)
+    fresh = runs.build_model(meta)
+    checkpoints.load(fresh, models.get("tiny_vgg"), checkpoints.source_for(first.train_dir))
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    second = tiny_config(tmp_path / "two", tiny_data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
+                         trainable_scopes=["logits"])
+    train.train(second)
+    again = runs.read_run_metadata(second.train_dir)
+    assert (again["head"], again["backbone_output"]) == ("pool_bn", "block1_pool")
 
 
 def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, tiny_data):

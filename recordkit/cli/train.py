@@ -43,7 +43,11 @@ def register(commands) -> None:
               "were trained with")
     flags.add(m, "head", choices=HEADS, default=None,
               help="slim: the original top (VGG: fc6, fc7); pool: global average pooling into the "
-              "logits (Keras' transfer-learning head); default: slim if the weights hold the original top, else pool")
+              "logits (Keras' transfer-learning head); pool_bn: pooling, BatchNorm, logits; "
+              "default: slim if the weights hold the original top, else pool_bn")
+    flags.add(m, "backbone_output", default=None,
+              help="end the backbone at this layer (e.g. block4_pool, mixed7) and put the head there, "
+              "for weights whose last blocks learned another task; default: the whole backbone")
     flags.add(m, "dropout", type=float, default=None, help="rate of every dropout layer; default as in the original")
     o = p.add_argument_group("optimisation")
     flags.add(o, "max_number_of_steps", type=int, default=None, help="stop after this step; None: run until stopped")

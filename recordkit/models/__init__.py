@@ -20,6 +20,9 @@ BACKBONE = "backbone"
 HEAD_DROPOUT = "head_dropout"
 LOGITS = "logits"
 GLOBAL_POOL = "global_pool"
+HEAD_NORM = "head_norm"  # pool_bn's BatchNorm: part of the new head, it trains when the logits do
+POOL_HEADS = ("pool", "pool_bn")
+POOL_DROPOUT = 0.2  # Keras' transfer-learning guide; better than VGG's 0.5 here (docs/performance.md §5)
 
 
 @dataclass(frozen=True)
@@ -138,30 +141,53 @@ def get(name: str) -> ModelSpec:
 
 def build(
     spec: ModelSpec, num_classes: int, image_size: int | None = None, dropout: float | None = None,
-    head: str = "slim",
+    head: str = "slim", backbone_output: str | None = None,
 ) -> keras.Model:
     """Backbone + neck + dropout + a new `logits` Dense layer with `num_classes` outputs.
 
     The model takes preprocessed float images (see `recordkit.preprocessing.preprocess`).
-    `dropout` overrides the rate of every dropout layer (default: the original network's).
+    `dropout` overrides the rate of every dropout layer (default: the original network's; 0.2
+    before the logits of a pool head, as in Keras' transfer-learning guide).
     head="pool" replaces the neck by global average pooling (Keras' transfer-learning head):
     for VGG, no randomly initialised fc6/fc7 of 100M weights when the weights have no top, and
     logits whose scale does not grow with the image size. Inception's slim head pools already.
+    head="pool_bn" adds a BatchNorm after the pooling (timm's `fc_norm`): pretrained features
+    come at whatever scale their training left them, and a linear layer learns fastest on
+    standardised inputs. `backbone_output` ends the backbone at one of the registry's
+    `cut_layers`, for weights whose last blocks were trained for another task.
     """
     if head not in HEADS:
         raise RecordkitError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     size = image_size or spec.native_size
     spec.check_size(size)
     inputs = keras.Input((size, size, 3), name="images")
-    features = spec.backbone(size)(inputs)
+    backbone = spec.backbone(size)
+    if backbone_output:
+        backbone = truncated(spec, backbone, backbone_output, head)
+    features = backbone(inputs)
     if head == "slim":
         features = spec.neck(features, dropout)
     elif len(features.shape) == 4:
         features = keras.layers.GlobalAveragePooling2D(name=GLOBAL_POOL)(features)
-    rate = spec.dropout if dropout is None else dropout
+    if head == "pool_bn":
+        features = keras.layers.BatchNormalization(name=HEAD_NORM)(features)
+    rate = dropout if dropout is not None else POOL_DROPOUT if head in POOL_HEADS else spec.dropout
     features = keras.layers.Dropout(rate, name=HEAD_DROPOUT)(features)
     logits = keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(features)
     return keras.Model(inputs, logits, name=spec.name)
+
+
+def truncated(spec: ModelSpec, backbone: keras.Model, output: str, head: str) -> keras.Model:
+    """The backbone up to layer `output` (its layers and variables, the rest dropped)."""
+    if output not in spec.cut_layers:
+        raise RecordkitError(
+            f"--backbone_output {output!r} is not a layer {spec.name} can end at; "
+            f"expected one of {', '.join(spec.cut_layers)}"
+        )
+    if head == "slim":
+        raise RecordkitError("--backbone_output needs --head pool or pool_bn: the original top "
+                             "expects the whole backbone")
+    return keras.Model(backbone.input, backbone.get_layer(output).output, name=BACKBONE)
 
 
 def dense_entries(model: keras.Model, scopes: dict[str, str]) -> list[SlimEntry]:
@@ -175,11 +201,18 @@ def dense_entries(model: keras.Model, scopes: dict[str, str]) -> list[SlimEntry]
 
 
 def slim_entries(spec: ModelSpec, model: keras.Model) -> list[SlimEntry]:
-    """Every variable of a model from `build` with its slim checkpoint name."""
+    """Every variable of a model from `build` with its slim checkpoint name. pool_bn's BatchNorm
+    belongs to the logits' scope (`<logits scope>/BatchNorm/...`, layer name `logits`), so the
+    flags that exclude or train the new logits cover it too."""
     layers = {l.name for l in model.layers}
-    return spec.backbone_entries(model.get_layer(BACKBONE)) + dense_entries(
+    entries = spec.backbone_entries(model.get_layer(BACKBONE)) + dense_entries(
         model, {k: v for k, v in spec.dense_slim_scopes.items() if k in layers}
     )
+    if HEAD_NORM in layers:
+        norm, scope = model.get_layer(HEAD_NORM), spec.dense_slim_scopes[LOGITS]
+        entries += [SlimEntry(f"{scope}/BatchNorm/{name}", getattr(norm, name), LOGITS)
+                    for name in ("gamma", "beta", "moving_mean", "moving_variance")]
+    return entries
 
 
 def keras_application_entries(spec: ModelSpec, app: keras.Model) -> list[SlimEntry]:

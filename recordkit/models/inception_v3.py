@@ -88,14 +88,17 @@ def dataflow_order(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def backbone_entries(backbone: keras.Model) -> list[SlimEntry]:
-    """Slim names for every convolution and BatchNorm variable of the Keras backbone."""
+    """Slim names for every convolution and BatchNorm variable of the Keras backbone. A backbone
+    ended at a mixed block by --backbone_output has the first of them, in the same order."""
     layers = dataflow_order(backbone)
     convs = [l for l in layers if isinstance(l, keras.layers.Conv2D)]
     norms = [l for l in layers if isinstance(l, keras.layers.BatchNormalization)]
-    if len(convs) != len(SLIM_CONV_SCOPES) or len(norms) != len(SLIM_CONV_SCOPES):
+    whole = len(backbone.outputs[0].shape) == 2  # the application ends in its global pooling
+    expected = len(SLIM_CONV_SCOPES)
+    if len(convs) != len(norms) or len(convs) > expected or (whole and len(convs) != expected):
         raise RecordkitError(
             f"this Keras InceptionV3 has {len(convs)} convolutions and {len(norms)} BatchNorms; "
-            f"the slim map expects {len(SLIM_CONV_SCOPES)} of each"
+            f"the slim map expects {expected} of each"
         )
     entries = []
     for scope, conv, norm in zip(SLIM_CONV_SCOPES, convs, norms):

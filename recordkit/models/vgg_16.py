@@ -17,12 +17,16 @@ _BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # block -> number of convolutions
 
 
 def block_entries(scope: str, blocks: dict[int, int]):
-    """Slim names of VGG-style `block<b>_conv<i>` layers: `<scope>/conv<b>/conv<b>_<i>`."""
+    """Slim names of VGG-style `block<b>_conv<i>` layers: `<scope>/conv<b>/conv<b>_<i>`
+    (those the backbone has: one ended early by --backbone_output lacks the last blocks)."""
 
     def entries(backbone: keras.Model) -> list[SlimEntry]:
         found = []
+        present = {layer.name for layer in backbone.layers}
         for block, count in blocks.items():
             for i in range(1, count + 1):
+                if f"block{block}_conv{i}" not in present:
+                    continue
                 layer = backbone.get_layer(f"block{block}_conv{i}")
                 name = f"{scope}/conv{block}/conv{block}_{i}"
                 found.append(SlimEntry(f"{name}/weights", layer.kernel, layer.name))
