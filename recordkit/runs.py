@@ -104,7 +104,8 @@ def check_resumable(meta: dict, cfg: TrainConfig, info: metadata.DatasetInfo, sp
     for name in ("image_size", "head", "preprocessing", "backbone_output"):
         if getattr(cfg, name):
             wanted[name] = getattr(cfg, name)
-    recorded = {"mixed_precision": False, "head": "slim", **meta}  # runs recorded before the flag was
+    # runs recorded before these flags existed
+    recorded = {"mixed_precision": False, "head": "slim", "backbone_output": None, **meta}
     clashes = [f"{k}: train_dir has {recorded[k]!r}, this run {v!r}" for k, v in wanted.items()
                if k in recorded and recorded[k] != v]
     if clashes:

@@ -84,7 +84,8 @@ def _new_run_metadata(cfg: TrainConfig, info: metadata.DatasetInfo, spec: models
         "dataset_split_name": cfg.dataset_split_name,
         "dropout": cfg.dropout,
         "head": cfg.head or default_head(spec, source),
-        "backbone_output": cfg.backbone_output or _run_source(source).get("backbone_output"),
+        # a run source's end comes with its head; another --head starts from the whole backbone
+        "backbone_output": cfg.backbone_output or (None if cfg.head else _run_source(source).get("backbone_output")),
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "mixed_precision": cfg.mixed_precision,

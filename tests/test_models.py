@@ -47,9 +47,10 @@ def test_dropout_follows_the_originals_and_keras_for_pool_heads():
     assert models.get("inception_v3").dropout == pytest.approx(0.2)  # keep_prob 0.8
     vgg = models.build(models.get("vgg_16"), 3, 32)
     assert vgg.get_layer("dropout6").rate == 0.5 and vgg.get_layer(models.HEAD_DROPOUT).rate == 0.5
-    pooled = models.build(models.get("vgg_16"), 3, 32, head="pool_bn")
-    assert pooled.get_layer(models.HEAD_DROPOUT).rate == 0.2
-    assert models.build(models.get("vgg_16"), 3, 32, head="pool", dropout=0.4).get_layer(models.HEAD_DROPOUT).rate == 0.4
+    for head, rate in (("pool", 0.5), ("pool_bn", 0.2)):
+        assert models.build(models.get("vgg_16"), 3, 32, head=head).get_layer(models.HEAD_DROPOUT).rate == rate
+    override = models.build(models.get("vgg_16"), 3, 32, head="pool_bn", dropout=0.4)
+    assert override.get_layer(models.HEAD_DROPOUT).rate == 0.4
 
 
 @pytest.mark.parametrize("name, end, gone", [("vgg_16", "block4_pool", "block5_conv1"),
@@ -58,14 +59,14 @@ def test_backbone_output_ends_the_backbone_and_keeps_the_first_slim_names(name, 
     """A backbone ended early keeps its first layers with the same slim names (so pretrained
     weights load into them) and none after the end."""
     spec = models.get(name)
-    whole = models.build(spec, 5, spec.min_size, head="pool")
-    short = models.build(spec, 5, spec.min_size, head="pool", backbone_output=end)
-    layers = {l.name for l in short.get_layer(models.BACKBONE).layers}
+    whole = spec.backbone(spec.min_size)
+    short = models.truncated(spec, whole, end, "pool")  # the same layers and variables, fewer
+    layers = {l.name for l in short.layers}
     assert end in layers and gone not in layers
-    short_names = [e.slim_name for e in models.slim_entries(spec, short)]
-    whole_names = [e.slim_name for e in models.slim_entries(spec, whole)]
-    assert short_names == [n for n in whole_names if n in set(short_names)]
-    assert len(short_names) < len(whole_names)
+    short_map = {e.slim_name: id(e.variable) for e in spec.backbone_entries(short)}
+    whole_map = {e.slim_name: id(e.variable) for e in spec.backbone_entries(whole)}
+    assert short_map == {n: v for n, v in whole_map.items() if n in short_map}  # each name on the same variable
+    assert list(short_map) == list(whole_map)[: len(short_map)] and len(short_map) < len(whole_map)
 
 
 def test_backbone_output_errors_name_the_valid_layers():

@@ -222,6 +222,10 @@ def test_pool_bn_and_backbone_output_carry_into_eval_and_a_second_phase(tmp_path
     train.train(second)
     again = runs.read_run_metadata(second.train_dir)
     assert (again["head"], again["backbone_output"]) == ("pool_bn", "block1_pool")
+    other = tiny_config(tmp_path / "three", tiny_data["single"], max_number_of_steps=1, checkpoint_path=first.train_dir,
+                        head="pool", checkpoint_exclude_scopes=["logits", "tiny_vgg/conv2"])  # another head: whole backbone
+    train.train(other)
+    assert runs.read_run_metadata(other.train_dir)["backbone_output"] is None
 
 
 def test_trainable_scopes_freeze_exactly_the_rest(tmp_path, tiny_data):

@@ -57,7 +57,8 @@ def test_stale_train_dir_is_refused(tmp_path, tiny_data):
 def test_resume_refuses_changes_to_model_loss_inputs_or_optimizer_state_and_logs_the_rest(tmp_path, tiny_data, caplog):
     train.train(tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=1, trainable_scopes=["logits"]))
     refused = {"trainable_scopes": ["tiny_vgg/fc7", "logits"], "loss": "sigmoid", "dropout": 0.1,
-               "preprocessing": "caffe", "augment": False, "optimizer": "sgd", "head": "pool"}
+               "preprocessing": "caffe", "augment": False, "optimizer": "sgd", "head": "pool",
+               "backbone_output": "block1_pool"}
     for name, value in refused.items():
         with pytest.raises(RecordkitError, match=re.escape(f"{name}: train_dir has ") + f".*, this run {re.escape(repr(value))}"):
             train.train(tiny_config(tmp_path, tiny_data["single"], max_number_of_steps=2, **{"trainable_scopes": ["logits"], name: value}))

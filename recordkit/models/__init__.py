@@ -21,8 +21,7 @@ HEAD_DROPOUT = "head_dropout"
 LOGITS = "logits"
 GLOBAL_POOL = "global_pool"
 HEAD_NORM = "head_norm"  # pool_bn's BatchNorm: part of the new head, it trains when the logits do
-POOL_HEADS = ("pool", "pool_bn")
-POOL_DROPOUT = 0.2  # Keras' transfer-learning guide; better than VGG's 0.5 here (docs/performance.md §5)
+POOL_BN_DROPOUT = 0.2  # Keras' transfer-learning guide; better than VGG's 0.5 here (docs/performance.md §5)
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def build(
 
     The model takes preprocessed float images (see `recordkit.preprocessing.preprocess`).
     `dropout` overrides the rate of every dropout layer (default: the original network's; 0.2
-    before the logits of a pool head, as in Keras' transfer-learning guide).
+    before pool_bn's logits, as in Keras' transfer-learning guide).
     head="pool" replaces the neck by global average pooling (Keras' transfer-learning head):
     for VGG, no randomly initialised fc6/fc7 of 100M weights when the weights have no top, and
     logits whose scale does not grow with the image size. Inception's slim head pools already.
@@ -171,7 +170,7 @@ def build(
         features = keras.layers.GlobalAveragePooling2D(name=GLOBAL_POOL)(features)
     if head == "pool_bn":
         features = keras.layers.BatchNormalization(name=HEAD_NORM)(features)
-    rate = dropout if dropout is not None else POOL_DROPOUT if head in POOL_HEADS else spec.dropout
+    rate = dropout if dropout is not None else POOL_BN_DROPOUT if head == "pool_bn" else spec.dropout
     features = keras.layers.Dropout(rate, name=HEAD_DROPOUT)(features)
     logits = keras.layers.Dense(num_classes, name=LOGITS, dtype="float32")(features)
     return keras.Model(inputs, logits, name=spec.name)
