@@ -43,7 +43,7 @@ def test_too_small_image_size_is_a_clear_error(name):
         models.build(spec, 3, image_size=spec.min_size - 1)
 
 
-def test_dropout_follows_the_originals_and_keras_for_pool_heads():
+def test_dropout_follows_the_originals_and_keras_for_pool_bn():
     assert models.get("inception_v3").dropout == pytest.approx(0.2)  # keep_prob 0.8
     vgg = models.build(models.get("vgg_16"), 3, 32)
     assert vgg.get_layer("dropout6").rate == 0.5 and vgg.get_layer(models.HEAD_DROPOUT).rate == 0.5
@@ -60,7 +60,7 @@ def test_backbone_output_ends_the_backbone_and_keeps_the_first_slim_names(name, 
     weights load into them) and none after the end."""
     spec = models.get(name)
     whole = spec.backbone(spec.min_size)
-    short = models.truncated(spec, whole, end, "pool")  # the same layers and variables, fewer
+    short = models.truncated(spec, whole, end)  # the same layers and variables, fewer
     layers = {l.name for l in short.layers}
     assert end in layers and gone not in layers
     short_map = {e.slim_name: id(e.variable) for e in spec.backbone_entries(short)}

@@ -162,7 +162,10 @@ def build(
     inputs = keras.Input((size, size, 3), name="images")
     backbone = spec.backbone(size)
     if backbone_output:
-        backbone = truncated(spec, backbone, backbone_output, head)
+        if head == "slim":
+            raise RecordkitError("--backbone_output needs --head pool or pool_bn: the original top "
+                                 "expects the whole backbone")
+        backbone = truncated(spec, backbone, backbone_output)
     features = backbone(inputs)
     if head == "slim":
         features = spec.neck(features, dropout)
@@ -176,16 +179,13 @@ def build(
     return keras.Model(inputs, logits, name=spec.name)
 
 
-def truncated(spec: ModelSpec, backbone: keras.Model, output: str, head: str) -> keras.Model:
+def truncated(spec: ModelSpec, backbone: keras.Model, output: str) -> keras.Model:
     """The backbone up to layer `output` (its layers and variables, the rest dropped)."""
     if output not in spec.cut_layers:
         raise RecordkitError(
             f"--backbone_output {output!r} is not a layer {spec.name} can end at; "
             f"expected one of {', '.join(spec.cut_layers)}"
         )
-    if head == "slim":
-        raise RecordkitError("--backbone_output needs --head pool or pool_bn: the original top "
-                             "expects the whole backbone")
     return keras.Model(backbone.input, backbone.get_layer(output).output, name=BACKBONE)
 
 
